@@ -1,0 +1,39 @@
+"""The base class every loss fills in: input checks once, the formula in `compute`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dml_core.tuples import Mined
+
+__all__ = ["MetricLoss", "zero_loss"]
+
+
+def zero_loss(embeddings: torch.Tensor) -> torch.Tensor:
+    """A 0 that is still connected to the graph, so `backward()` works on a batch with nothing to learn from."""
+    return embeddings.sum() * 0.0
+
+
+class MetricLoss(nn.Module):
+    """`loss(embeddings (B, D), labels (B,), mined=None) -> scalar`.
+
+    Subclasses take their hyperparameters as keyword-only constructor arguments with defaults (that signature is
+    what `make_loss` validates against) and implement `compute`. Losses with class weights set `self.proxies`.
+    """
+
+    proxies: nn.Parameter | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proxies = None
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, mined: Mined | None = None) -> torch.Tensor:
+        if embeddings.ndim != 2:
+            raise ValueError(f"embeddings must be (batch, dim), got shape {tuple(embeddings.shape)}")
+        if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
+            raise ValueError(f"labels must be ({embeddings.shape[0]},), got shape {tuple(labels.shape)}")
+        return self.compute(embeddings, labels, mined)
+
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, mined: Mined | None) -> torch.Tensor:
+        raise NotImplementedError
