@@ -73,11 +73,11 @@ class LpDistance(Distance):
 
 
 class DotProductSimilarity(Distance):
-    """Inner product; unnormalised by default, as PML's."""
+    """Inner product; of L2-normalised embeddings by default, as PML's (its BaseDistance normalises)."""
 
     is_inverted = True
 
-    def __init__(self, *, normalize_embeddings: bool = False, power: float = 1.0) -> None:
+    def __init__(self, *, normalize_embeddings: bool = True, power: float = 1.0) -> None:
         super().__init__(normalize_embeddings=normalize_embeddings, p=2, power=power)
 
     def _matrix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
