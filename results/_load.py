@@ -1,0 +1,136 @@
+"""Read the epochs and trials tables of one or several studies into one pandas DataFrame.
+
+Each table is a Parquet dataset (a directory of part files). Dataset discovery takes its schema from the first part,
+so columns that only later parts (or other studies) have would vanish: the schemas are unified first, and studies
+that sampled other losses concatenate with nulls in the columns they lack.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from results._schema import METRICS
+from results._study_dir import PathsLike, StudyInfo, epochs_path, read_study_info, study_dirs, trials_path
+
+__all__ = ["load_epochs", "load_trials"]
+
+_IDS = [("study", pa.string()), ("trial_id", pa.string()), ("config_id", pa.string()), ("loss", pa.string()),
+        ("miner", pa.string()), ("seed", pa.int64()), ("fold", pa.int64())]
+# The columns an empty table still has (a running study has no trials.parquet yet), so code downstream finds them.
+_EMPTY_EPOCHS = pa.schema(_IDS + [("epoch", pa.int64())] + [(m, pa.float64()) for m in METRICS])
+_EMPTY_TRIALS = pa.schema(_IDS + [("status", pa.string()), ("error", pa.string()), ("epochs", pa.int64()),
+                                  ("best_epoch", pa.int64())]
+                          + [(p + m, pa.float64()) for p in ("best_", "last_") for m in METRICS]
+                          + [("wall_time_s", pa.float64())])
+# Nullable pandas dtypes keep integer and boolean columns what they are when a study's other losses leave nulls.
+_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+@dataclass(frozen=True)
+class _Source:
+    info: StudyInfo
+    files: tuple[str, ...]
+    schema: pa.Schema
+
+
+def load_epochs(paths: PathsLike, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per trial x epoch of every study in `paths` (one study directory or several).
+
+    `columns`: names or fnmatch patterns (`"loss.*"`) to read, the rest are not read at all; `study` is always
+    read; a name no study has raises ValueError, a pattern may match nothing. The frame's `attrs` carry what
+    study.json says: `log_scale`, and `metric` and `mode` when the studies agree on them.
+    """
+    return _load(paths, epochs_path, _EMPTY_EPOCHS, columns)
+
+
+def load_trials(paths: PathsLike, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per finished trial of every study in `paths`; empty (with the fixed columns) while none finished."""
+    return _load(paths, trials_path, _EMPTY_TRIALS, columns)
+
+
+def _load(paths: PathsLike, where: Callable[[Path], Path], empty: pa.Schema,
+          columns: Sequence[str] | None) -> pd.DataFrame:
+    infos = [read_study_info(d) for d in study_dirs(paths)]
+    sources = [s for s in (_source(info, where(info.path)) for info in infos) if s is not None]
+    names = _selected(columns, [s.schema for s in sources] or [empty])
+    tables = [_read(source, names) for source in sources]
+    if tables:
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise ValueError(f"the studies' tables do not combine: {err}".splitlines()[0]) from None
+    else:
+        table = empty.empty_table().select([n for n in names if n in empty.names])
+    frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
+    frame.attrs.update(_attrs(infos))
+    return frame
+
+
+def _source(info: StudyInfo, dataset: Path) -> _Source | None:
+    """The part files of one table and their unified schema; None while the table has no part yet."""
+    if not dataset.exists():
+        return None
+    # Hidden names ('.', '_') are parts still being written: the discovery skips them.
+    files = tuple(sorted(ds.dataset(dataset, format="parquet").files))
+    if not files:
+        return None
+    try:
+        schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise ValueError(f"the part files of {dataset} do not combine: {err}".splitlines()[0]) from None
+    return _Source(info=info, files=files, schema=schema)
+
+
+def _selected(columns: Sequence[str] | None, schemas: list[pa.Schema]) -> list[str]:
+    """All columns of all studies in first-seen order, or the ones `columns` names (plus `study`)."""
+    available = list(dict.fromkeys(name for schema in schemas for name in schema.names))
+    if columns is None:
+        return available
+    if isinstance(columns, str):
+        columns = [columns]
+    # A plain name must exist somewhere; a pattern ("loss.*") may match nothing (a study without such columns).
+    unmatched = [c for c in columns if c not in available and not _is_pattern(c)]
+    if unmatched:
+        raise ValueError(f"column(s) {', '.join(map(repr, unmatched))} are in no study table; "
+                         f"available: {', '.join(available)}")
+    picked = [name for name in available if name == "study" or any(fnmatch.fnmatchcase(name, c) for c in columns)]
+    return picked if "study" in picked else ["study", *picked]
+
+
+def _is_pattern(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
+
+
+def _read(source: _Source, names: list[str]) -> pa.Table:
+    present = [n for n in names if n in source.schema.names]
+    table = ds.dataset(list(source.files), schema=source.schema, format="parquet").to_table(columns=present)
+    # A table without a study column (or with gaps in it) gets the study's name, so studies stay apart.
+    if "study" in table.column_names:
+        return table.set_column(table.column_names.index("study"), "study",
+                                pc.fill_null(table["study"].cast(pa.string()), source.info.name))
+    return table.add_column(0, "study", pa.array([source.info.name] * table.num_rows, pa.string()))
+
+
+def _attrs(infos: list[StudyInfo]) -> dict[str, object]:
+    """study.json facts for downstream defaults: the metric and mode only when every study agrees on them."""
+    known = [i for i in infos if i.from_file]
+    metrics = {i.metric for i in known}
+    modes = {i.mode.value for i in known}
+    log_scale: dict[str, list[str]] = {}
+    for info in infos:
+        for loss, cols in info.log_scale.items():
+            log_scale.setdefault(loss, [])
+            log_scale[loss] += [c for c in cols if c not in log_scale[loss]]
+    attrs: dict[str, object] = {"studies": [i.name for i in infos], "log_scale": log_scale}
+    if len(metrics) == 1 and len(modes) == 1:
+        attrs["metric"], attrs["mode"] = metrics.pop(), modes.pop()
+    return attrs

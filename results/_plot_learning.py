@@ -1,0 +1,114 @@
+"""Learning curves: the metric against epoch, one panel per loss, one line per trial styled by its status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from results._figure import panel_grid, save_png
+from results._schema import Status, metric_column
+
+__all__ = ["learning_curves_figure", "plot_learning_curves"]
+
+_KEYS = ["study", "trial_id"]
+# Trials whose status is unknown: no trials table was given.
+_UNKNOWN = "trial"
+
+
+@dataclass(frozen=True)
+class _Style:
+    color: str
+    linestyle: str
+    end_marker: str | None  # drawn at a trial's last epoch, so a curve that stopped early shows where
+
+
+_STYLES = {
+    Status.COMPLETED.value: _Style("C0", "-", None),
+    Status.STOPPED.value: _Style("C1", "--", "x"),
+    Status.ERROR.value: _Style("C3", ":", "X"),
+    Status.RUNNING.value: _Style("C2", "-", ">"),
+    _UNKNOWN: _Style("0.4", "-", None),
+}
+
+
+def plot_learning_curves(epochs: pd.DataFrame, path: Path | str, *, metric: str = "recall@1",
+                         trials: pd.DataFrame | None = None, losses: Sequence[str] | None = None) -> Path:
+    """Write `learning_curves_figure` as a PNG to `path` (atomically); returns the path."""
+    return save_png(learning_curves_figure(epochs, metric=metric, trials=trials, losses=losses), path)
+
+
+def learning_curves_figure(epochs: pd.DataFrame, *, metric: str = "recall@1", trials: pd.DataFrame | None = None,
+                           losses: Sequence[str] | None = None) -> Figure:
+    """One panel per loss: `metric` against epoch, a line per trial.
+
+    With `trials`, lines are styled by status: completed solid, stopped dashed ending in x, error dotted ending in X,
+    and trials that have epochs but no trials row yet (running) solid ending in >. Without it all are grey.
+    """
+    column = metric_column(epochs, metric)
+    rows = epochs.loc[epochs[column].notna(), [*_KEYS, "loss", "epoch", column]]
+    rows = rows.assign(status=_statuses(rows, trials)).sort_values([*_KEYS, "epoch"], kind="stable")
+    present = sorted(rows["loss"].dropna().unique().tolist())
+    names = present if losses is None else list(losses)
+    unknown = [n for n in names if n not in present]
+    if unknown or not names:
+        raise ValueError(f"no epochs with a {column} value for loss(es) {', '.join(map(repr, unknown)) or '(any)'}; "
+                         f"available: {', '.join(present) or '(none)'}")
+    figure, axes = panel_grid(len(names))
+    for ax, loss in zip(axes, names):
+        _panel(ax, rows[rows["loss"] == loss], column)
+        ax.set_title(loss)
+    figure.suptitle(f"Learning curves: {column}")
+    return figure
+
+
+def _statuses(rows: pd.DataFrame, trials: pd.DataFrame | None) -> np.ndarray:
+    if trials is None:
+        return np.full(len(rows), _UNKNOWN, dtype=object)
+    known = trials[[*_KEYS, "status"]].drop_duplicates(_KEYS)
+    # A left merge keeps the rows' order; a trial with epochs but no trials row is still running.
+    status = rows[_KEYS].merge(known, on=_KEYS, how="left")["status"]
+    return status.fillna(Status.RUNNING.value).to_numpy(dtype=object)
+
+
+def _panel(ax: Axes, rows: pd.DataFrame, column: str) -> None:
+    trial_count = rows[_KEYS].drop_duplicates().shape[0]
+    # Thousands of trials overdraw: fade lines as their number grows.
+    alpha = float(np.clip(20.0 / max(trial_count, 1), 0.08, 0.8))
+    handles = []
+    for status, style in _STYLES.items():
+        group = rows[rows["status"] == status]
+        if group.empty:
+            continue
+        lines, ends = _trial_lines(group, column)
+        ax.add_collection(LineCollection(lines, colors=style.color, linestyles=style.linestyle,
+                                         linewidths=1.0, alpha=alpha, label=status))
+        # A one-epoch trial has no line to draw: it shows as its end point.
+        lengths = np.array([len(line) for line in lines])
+        marker_at = ends if style.end_marker else ends[lengths == 1]
+        ax.scatter(marker_at[:, 0], marker_at[:, 1], marker=style.end_marker or ".", s=18,
+                   color=style.color, alpha=max(alpha, 0.5))
+        handles.append(Line2D([], [], color=style.color, linestyle=style.linestyle, marker=style.end_marker,
+                              label=f"{status} ({len(lines)})"))
+    ax.autoscale_view()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(column)
+    ax.legend(handles=handles, fontsize="small")
+
+
+def _trial_lines(group: pd.DataFrame, column: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Rows sorted by trial then epoch -> one (epochs, 2) array per trial, and each trial's last point (T, 2)."""
+    xy = np.column_stack([group["epoch"].to_numpy(dtype=float), group[column].to_numpy(dtype=float)])
+    trial = group.groupby(_KEYS, sort=False).ngroup().to_numpy()
+    starts = np.flatnonzero(np.diff(trial)) + 1
+    ends = xy[np.append(starts - 1, len(xy) - 1)]
+    return np.split(xy, starts), ends

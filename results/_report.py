@@ -1,0 +1,157 @@
+"""`write_report`: report.md and its PNGs for one or several studies, finished or still running."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from results._atomic import write_text_atomic
+from results._best import SCORED, best_per_loss, scored_rows, status_counts
+from results._importance import MIN_TRIALS, importance
+from results._load import load_epochs, load_trials
+from results._markdown import format_metric, format_params, markdown_table
+from results._plot_importance import plot_importance
+from results._plot_learning import plot_learning_curves
+from results._plot_sensitivity import plot_sensitivity, varying_hyperparameters
+from results._running import trials_in_progress
+from results._schema import METRICS, Mode, metric_column, metric_name, resolve_mode
+from results._study_dir import PathsLike, StudyInfo, read_study_info, study_dirs
+from results._summary import summary
+
+__all__ = ["write_report"]
+
+# What a report reads of the epochs table: enough for learning curves and for rows of trials still running.
+_EPOCH_COLUMNS = ("trial_id", "config_id", "loss", "miner", "seed", "fold", "epoch", "loss.*", "miner.*", "train.*")
+
+
+def write_report(paths: PathsLike, out_dir: Path | str | None = None, *, metric: str | None = None) -> Path:
+    """Write report.md and its PNGs into `out_dir` (default: <first study dir>/report); return report.md's path.
+
+    `metric` defaults to the first study's (study.json), else recall@1. Trials still running are included from
+    their epochs so far. Every file is written atomically (temp file + os.replace).
+    """
+    dirs = study_dirs(paths)
+    infos = [read_study_info(d) for d in dirs]
+    out = Path(out_dir).expanduser() if out_dir is not None else dirs[0] / "report"
+    metric = metric or infos[0].metric
+    name = metric_name(metric)
+    epochs = load_epochs(dirs, columns=[*_EPOCH_COLUMNS, name])
+    finished = load_trials(dirs)
+    mode = resolve_mode(name, None, finished)
+    running = trials_in_progress(epochs, finished, metric=name, mode=mode)
+    trials = pd.concat([t for t in (finished, running) if not t.empty] or [finished], ignore_index=True)
+    trials.attrs = finished.attrs
+    sections = [
+        _header(infos, trials, metric, mode),
+        _status_section(trials),
+        _best_section(trials, metric, mode),
+        _summary_section(trials, metric, mode),
+        _importance_section(trials, metric, mode, out),
+        _sensitivity_section(trials, metric, out),
+        _learning_section(epochs, finished, name, out),
+    ]
+    return write_text_atomic(out / "report.md", "\n\n".join(s for s in sections if s) + "\n")
+
+
+def _header(infos: list[StudyInfo], trials: pd.DataFrame, metric: str, mode: Mode) -> str:
+    counts = trials.groupby("study").size() if len(trials) else pd.Series(dtype=int)
+    studies = "\n".join(f"- `{i.name}`: {int(counts.get(i.name, 0))} trials, {i.path}"
+                        + ("" if i.from_file else " (no study.json: defaults assumed)") for i in infos)
+    column = f"best_{metric_name(metric)}" if metric == metric_name(metric) else metric
+    return (f"# Study report\n\n{studies}\n\nMetric: **{metric}** ({mode.value}). A trial's value is `{column}` "
+            "(at its best epoch). Trials still running count with their epochs so far.")
+
+
+def _status_section(trials: pd.DataFrame) -> str:
+    if trials.empty:
+        return "## Trials by status\n\nNo trial has reported an epoch yet."
+    return "## Trials by status\n\n" + markdown_table(status_counts(trials, by=("study",)))
+
+
+def _best_section(trials: pd.DataFrame, metric: str, mode: Mode) -> str:
+    if trials.empty:
+        return ""
+    best = best_per_loss(trials, metric, mode)
+    best["params"] = best["params"].map(format_params)
+    best = best.rename(columns={"params": "hyperparameters", "trial_id": "trial", "best_epoch": "epoch"})
+    return "## Best trial per loss\n\n" + markdown_table(best, {metric: format_metric})
+
+
+def _summary_section(trials: pd.DataFrame, metric: str, mode: Mode) -> str:
+    title = "## Best configuration over repeated runs (mean ± 95% CI)"
+    metrics = [m for m in METRICS if f"best_{m}" in trials.columns]
+    table = summary(trials, metrics, metric=metric, mode=mode) if metrics and len(trials) else pd.DataFrame()
+    if table.empty:
+        return f"{title}\n\nNo completed trial yet."
+    cells = table[["loss", "n"]].copy()
+    for name in metrics:
+        cells[name] = [_mean_ci(m, c) for m, c in zip(table[name], table[f"{name}_ci"])]
+    cells["config"] = table["config_id"]
+    cells["hyperparameters"] = table["params"].map(format_params)
+    return (f"{title}\n\nPer loss, the configuration with the best mean {metric} among those run at least twice "
+            "(other seeds or folds; a loss with no repeated configuration shows its best single run), completed "
+            "runs only. ± is the half-width of the 95% Student-t interval; n is the number of runs.\n\n"
+            + markdown_table(cells, {name: str for name in metrics}))
+
+
+def _mean_ci(mean: float, half: float) -> str:
+    return format_metric(mean) + ("" if pd.isna(half) else f" ± {format_metric(half)}")
+
+
+def _scored_by_loss(trials: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
+    """Each loss's trials that have a value (completed, stopped, running), in name order."""
+    if trials.empty:
+        return {}
+    scored = scored_rows(trials, metric_column(trials, metric), SCORED)
+    return {str(loss): scored[scored["loss"] == loss] for loss in sorted(trials["loss"].dropna().unique())}
+
+
+def _importance_section(trials: pd.DataFrame, metric: str, mode: Mode, out: Path) -> str:
+    scores: dict[str, pd.Series] = {}
+    skipped: list[str] = []
+    for loss, rows in _scored_by_loss(trials, metric).items():
+        if len(rows) < MIN_TRIALS:
+            skipped.append(f"`{loss}` ({len(rows)} scored trials; importance needs {MIN_TRIALS})")
+        elif not varying_hyperparameters(rows, loss):
+            skipped.append(f"`{loss}` (no hyperparameter varies)")
+        else:
+            scores[loss] = importance(trials, loss=loss, metric=metric, mode=mode)
+    if not scores and not skipped:
+        return ""
+    parts = ["## Hyperparameter importance (Optuna PED-ANOVA)"]
+    if scores:
+        rows = pd.DataFrame({"loss": list(scores), "importance": [
+            ", ".join(f"{p} {v:.2f}" for p, v in s.items()) for s in scores.values()]})
+        plot_importance(scores, out / "importance.png")
+        parts += [markdown_table(rows), "![Hyperparameter importance](importance.png)"]
+    if skipped:
+        parts.append("Skipped: " + "; ".join(skipped) + ".")
+    return "\n\n".join(parts)
+
+
+def _sensitivity_section(trials: pd.DataFrame, metric: str, out: Path) -> str:
+    parts = []
+    for loss, rows in _scored_by_loss(trials, metric).items():
+        params = varying_hyperparameters(rows, loss) if len(rows) >= 2 else []
+        if params:
+            file = f"sensitivity_{_file_part(loss)}.png"
+            plot_sensitivity(trials, out / file, loss=loss, params=params, metric=metric)
+            parts.append(f"### {loss}\n\n![{loss}: {metric} against its hyperparameters]({file})")
+    if not parts:
+        return ""
+    intro = "## Sensitivity\n\nMean ± std of the trials' values per grid value or bin; points are trials."
+    return "\n\n".join([intro, *parts])
+
+
+def _learning_section(epochs: pd.DataFrame, finished: pd.DataFrame, metric: str, out: Path) -> str:
+    if epochs[metric].notna().sum() == 0:
+        return ""
+    plot_learning_curves(epochs, out / "learning_curves.png", metric=metric, trials=finished)
+    return ("## Learning curves\n\n![Learning curves](learning_curves.png)\n\nCompleted: solid; stopped: dashed, "
+            "ending in x; error: dotted, ending in X; running: solid, ending in >.")
+
+
+def _file_part(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)

@@ -1,0 +1,89 @@
+"""results plots: valid PNGs that matplotlib reads back, and what the figures draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import LineCollection, PolyCollection
+from results_fixtures import assert_valid_png, study_frames, temperature_trials
+
+from results import importance, plot_importance, plot_learning_curves, plot_sensitivity, sensitivity
+from results._plot_learning import learning_curves_figure
+from results._plot_sensitivity import sensitivity_figure
+
+
+@pytest.fixture(scope="module")
+def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return study_frames(np.random.default_rng(21), study="p", losses=["normalized_softmax", "triplet"],
+                        configs_per_loss=5, repeats=2)
+
+
+def test_sensitivity_plot_is_a_png_with_the_band_and_the_points(tmp_path: Path) -> None:
+    trials = temperature_trials(np.random.default_rng(1), 150, grid=(0.005, 0.05, 0.1, 0.5, 1.0))
+    path = plot_sensitivity(trials, tmp_path / "sens.png", loss="normalized_softmax", params="loss.temperature")
+    assert path == tmp_path / "sens.png"
+    assert_valid_png(path)
+    figure = sensitivity_figure(trials, loss="normalized_softmax", params=["loss.temperature"])
+    (ax,) = figure.axes
+    curve = sensitivity(trials, loss="normalized_softmax", param="loss.temperature")
+    mean_line = [line for line in ax.get_lines() if line.get_label() == "mean"][0]
+    np.testing.assert_allclose(mean_line.get_xdata(), curve["value"])
+    np.testing.assert_allclose(mean_line.get_ydata(), curve["mean"])
+    assert any(isinstance(c, PolyCollection) for c in ax.collections)  # the mean +- std band
+    points = [c for c in ax.collections if c.get_label() == "trials"][0]
+    assert len(points.get_offsets()) == 150
+    assert ax.get_xscale() == "log"  # 0.005..1 spans over two decades: inferred log
+
+
+def test_sensitivity_plot_of_categorical_and_conditional_parameters(tmp_path: Path,
+                                                                     frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    _, trials = frames
+    figure = sensitivity_figure(trials, loss="triplet")
+    labels = [ax.get_xlabel() for ax in figure.axes]
+    assert labels == ["loss.margin", "miner", "miner.margin", "miner.type_of_triplets", "train.lr",
+                      "train.weight_decay"]
+    assert_valid_png(plot_sensitivity(trials, tmp_path / "triplet.png", loss="triplet"))
+    constant = trials[trials["loss"] == "triplet"].assign(**{c: 0.1 for c in ("loss.margin", "train.lr",
+                                                                            "train.weight_decay")})
+    constant = constant.assign(miner="none", **{"miner.margin": np.nan, "miner.type_of_triplets": None})
+    with pytest.raises(ValueError, match="loss 'triplet' has no hyperparameter that varies"):
+        plot_sensitivity(constant, tmp_path / "none.png", loss="triplet")
+
+
+def test_importance_plot_has_a_bar_per_parameter(tmp_path: Path) -> None:
+    trials = temperature_trials(np.random.default_rng(2), 60)
+    scores = {"normalized_softmax": importance(trials, loss="normalized_softmax"),
+              "other": pd.Series({"loss.a": 0.7, "loss.b": 0.2, "miner": 0.1})}
+    path = plot_importance(scores, tmp_path / "imp.png")
+    assert_valid_png(path)
+    with pytest.raises(ValueError, match="no importances to plot"):
+        plot_importance({}, tmp_path / "empty.png")
+
+
+def test_learning_curves_draw_stopped_trials_dashed_with_end_markers(tmp_path: Path,
+                                                                     frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    epochs, trials = frames
+    unfinished = trials["trial_id"].iloc[:3]  # their trials rows not written yet: running
+    finished = trials[~trials["trial_id"].isin(unfinished)]
+    figure = learning_curves_figure(epochs, trials=finished)
+    assert [ax.get_title() for ax in figure.axes] == ["normalized_softmax", "triplet"]
+    for ax, loss in zip(figure.axes, ["normalized_softmax", "triplet"]):
+        of_loss = trials[(trials["loss"] == loss) & (trials["epochs"] > 0)]
+        expected = of_loss["status"].where(~of_loss["trial_id"].isin(unfinished), "running").value_counts()
+        drawn = {c.get_label(): (len(c.get_segments()), c.get_linestyle()[0][1])
+                 for c in ax.collections if isinstance(c, LineCollection)}
+        assert {status: count for status, (count, _) in drawn.items()} == expected.to_dict()
+        for status, (_, dashes) in drawn.items():
+            # solid for completed and running; a dash pattern for stopped and error
+            assert (dashes is None) == (status in ("completed", "running")), status
+        legend = {t.get_text().split(" ")[0]: int(t.get_text().split("(")[1][:-1])
+                  for t in ax.get_legend().get_texts()}
+        assert legend == expected.to_dict()
+    assert any("stopped" in [c.get_label() for c in ax.collections] for ax in figure.axes)
+    assert_valid_png(plot_learning_curves(epochs, tmp_path / "curves.png", trials=finished))
+    assert_valid_png(plot_learning_curves(epochs, tmp_path / "plain.png"))
+    with pytest.raises(ValueError, match=r"loss\(es\) 'arcface'; available: normalized_softmax, triplet"):
+        plot_learning_curves(epochs, tmp_path / "x.png", losses=["arcface"])
