@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -20,9 +22,13 @@ class MetricLoss(nn.Module):
 
     Subclasses take their hyperparameters as keyword-only constructor arguments with defaults (that signature is
     what `make_loss` validates against) and implement `compute`. Losses with class weights set `self.proxies`.
+    Losses whose formula runs over miner output (`Pairs` / `Triplets`) set `takes_mined = True`; the contract
+    suite reads it to know which losses must handle "nothing left after mining".
     """
 
     proxies: nn.Parameter | None
+    # False by default: a loss opts in to miner output explicitly (proxy and classification losses have none).
+    takes_mined: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
