@@ -7,7 +7,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_bool", "check_finite", "check_at_least", "check_positive", "check_unit_interval"]
+__all__ = ["check_bool", "check_finite", "check_at_least", "check_below", "check_positive", "check_positive_int",
+           "check_unit_interval"]
 
 
 def _is_number(value: object) -> bool:
@@ -51,3 +52,18 @@ def check_bool(owner: str, name: str, value: object) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{owner}: {name} must be True or False, got {name}={value!r}")
     return bool(value)
+
+
+def check_below(owner: str, name: str, value: object, high: float) -> float:
+    """A finite number in [0, high)."""
+    number = check_finite(owner, name, value)
+    if not 0.0 <= number < high:
+        raise ValueError(f"{owner}: {name} must be in [0, {high:g}), got {name}={value!r}")
+    return number
+
+
+def check_positive_int(owner: str, name: str, value: object) -> int:
+    """An integer >= 1 (numpy integers too); floats and bools are refused."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) or int(value) < 1:
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {name}={value!r}")
+    return int(value)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dml_core.losses._checks import check_positive_int
+
 from dml_core.losses.base import MetricLoss, zero_loss
 from dml_core.tuples import Mined
 
@@ -25,44 +27,10 @@ __all__ = [
     "ProxyLoss",
     "cosine_to_proxies",
     "new_proxies",
-    "require_below",
-    "require_non_negative",
-    "require_positive",
-    "require_positive_int",
     "with_target",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _is_real(value: object) -> bool:
-    # numbers.Real also admits numpy scalars, which samplers may hand over; bool is a number to Python but not here.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
-def require_positive(name: str, value: float) -> float:
-    if not (_is_real(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {name}={value!r}")
-    return float(value)
-
-
-def require_non_negative(name: str, value: float) -> float:
-    if not (_is_real(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {name}={value!r}")
-    return float(value)
-
-
-def require_below(name: str, value: float, bound: float) -> float:
-    """`value` must be in [0, bound)."""
-    if not (_is_real(value) and 0 <= value < bound):
-        raise ValueError(f"{name} must be in [0, {bound:g}), got {name}={value!r}")
-    return float(value)
-
-
-def require_positive_int(name: str, value: int) -> int:
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
-    return int(value)
 
 
 def new_proxies(*shape: int) -> nn.Parameter:
@@ -97,8 +65,8 @@ class ProxyLoss(MetricLoss):
 
     def __init__(self, *, num_classes: int, embedding_dim: int, per_class: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.num_classes = require_positive_int("num_classes", num_classes)
-        self.embedding_dim = require_positive_int("embedding_dim", embedding_dim)
+        self.num_classes = check_positive_int(type(self).__name__, "num_classes", num_classes)
+        self.embedding_dim = check_positive_int(type(self).__name__, "embedding_dim", embedding_dim)
         self.proxies = new_proxies(self.num_classes, *per_class, self.embedding_dim)
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, mined: Mined | None) -> torch.Tensor:

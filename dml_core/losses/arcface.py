@@ -21,7 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies, require_below, require_positive, with_target
+from dml_core.losses._checks import check_below, check_positive
+from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies, with_target
 
 __all__ = ["ArcFaceLoss"]
 
@@ -30,8 +31,8 @@ class ArcFaceLoss(ProxyLoss):
     def __init__(self, *, num_classes: int, embedding_dim: int, margin: float = 28.6, scale: float = 64.0) -> None:
         super().__init__(num_classes=num_classes, embedding_dim=embedding_dim)
         # PML's defaults, the paper's m = 0.5 rad (28.6°) and s = 64. Beyond 180° the angle wraps around.
-        self.margin = require_below("margin", margin, 180.0)
-        self.scale = require_positive("scale", scale)
+        self.margin = check_below("arcface", "margin", margin, 180.0)
+        self.scale = check_positive("arcface", "scale", scale)
         radians = math.radians(self.margin)
         self._cos_m, self._sin_m = math.cos(radians), math.sin(radians)
         self._fallback_shift = radians * self._sin_m  # m·sin m, the shift past the θ = π - m threshold

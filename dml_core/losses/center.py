@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dml_core.losses._proxy import ProxyLoss, require_non_negative
+from dml_core.losses._checks import check_at_least
+from dml_core.losses._proxy import ProxyLoss
 
 __all__ = ["CenterLoss"]
 
@@ -30,7 +31,7 @@ class CenterLoss(ProxyLoss):
         # moved by their own update rule. Our embeddings are unit-norm (‖x - c‖² <= 4) and the centres learn by
         # gradient at a speed proportional to λ, so 0.003 would leave them at the origin and the loss plain softmax;
         # at 1.0 the centre term starts at 0.5, beside a cross-entropy of about log(num_classes).
-        self.center_weight = require_non_negative("center_weight", center_weight)
+        self.center_weight = check_at_least("center", "center_weight", center_weight, 0.0)
         with torch.no_grad():
             # Each centre is pulled only by its own class, so starting all at the origin favours no class, and the
             # first pull on a unit-norm embedding is radial, which its normalisation ignores until centres have moved.

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies, require_non_negative, require_positive
+from dml_core.losses._checks import check_at_least, check_positive
+from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies
 
 __all__ = ["CosFaceLoss"]
 
@@ -21,8 +22,8 @@ class CosFaceLoss(ProxyLoss):
     def __init__(self, *, num_classes: int, embedding_dim: int, margin: float = 0.35, scale: float = 64.0) -> None:
         super().__init__(num_classes=num_classes, embedding_dim=embedding_dim)
         # PML's defaults, which are the paper's face-recognition settings (m = 0.35, s = 64).
-        self.margin = require_non_negative("margin", margin)
-        self.scale = require_positive("scale", scale)
+        self.margin = check_at_least("cosface", "margin", margin, 0.0)
+        self.scale = check_positive("cosface", "scale", scale)
 
     def proxy_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = cosine_to_proxies(x, self.weights(x))  # (B, C)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies, require_positive
+from dml_core.losses._checks import check_positive
+from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies
 
 __all__ = ["NormalizedSoftmaxLoss"]
 
@@ -22,7 +23,7 @@ class NormalizedSoftmaxLoss(ProxyLoss):
     def __init__(self, *, num_classes: int, embedding_dim: int, temperature: float = 0.05) -> None:
         super().__init__(num_classes=num_classes, embedding_dim=embedding_dim)
         # PML's default and the paper's; the reality check's tuned values were 0.06-0.11 (ANCHORS.md).
-        self.temperature = require_positive("temperature", temperature)
+        self.temperature = check_positive("normalized_softmax", "temperature", temperature)
 
     def proxy_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = cosine_to_proxies(x, self.weights(x))  # (B, C)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies, require_non_negative, require_positive
+from dml_core.losses._checks import check_at_least, check_positive
+from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies
 
 __all__ = ["ProxyAnchorLoss"]
 
@@ -33,8 +34,8 @@ class ProxyAnchorLoss(ProxyLoss):
     def __init__(self, *, num_classes: int, embedding_dim: int, margin: float = 0.1, alpha: float = 32.0) -> None:
         super().__init__(num_classes=num_classes, embedding_dim=embedding_dim)
         # Both are PML's defaults and the official repository's settings (δ = 0.1, α = 32).
-        self.margin = require_non_negative("margin", margin)
-        self.alpha = require_positive("alpha", alpha)
+        self.margin = check_at_least("proxy_anchor", "margin", margin, 0.0)
+        self.alpha = check_positive("proxy_anchor", "alpha", alpha)
 
     def proxy_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = cosine_to_proxies(x, self.weights(x))  # (B, C)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies, require_positive
+from dml_core.losses._checks import check_positive
+from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies
 
 __all__ = ["ProxyNCALoss"]
 
@@ -25,7 +26,7 @@ class ProxyNCALoss(ProxyLoss):
     def __init__(self, *, num_classes: int, embedding_dim: int, softmax_scale: float = 1.0) -> None:
         super().__init__(num_classes=num_classes, embedding_dim=embedding_dim)
         # PML's default; the reality check's tuned values were 8-14, so search spaces should reach that far.
-        self.softmax_scale = require_positive("softmax_scale", softmax_scale)
+        self.softmax_scale = check_positive("proxy_nca", "softmax_scale", softmax_scale)
 
     def proxy_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = cosine_to_proxies(x, self.weights(x))  # (B, C)

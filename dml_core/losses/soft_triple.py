@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dml_core.losses._proxy import (ProxyLoss, cosine_to_proxies, require_non_negative, require_positive,
-                                    require_positive_int, with_target)
+from dml_core.losses._checks import check_at_least, check_positive, check_positive_int
+from dml_core.losses._proxy import ProxyLoss, cosine_to_proxies, with_target
 
 __all__ = ["SoftTripleLoss"]
 
@@ -28,12 +28,12 @@ class SoftTripleLoss(ProxyLoss):
     def __init__(self, *, num_classes: int, embedding_dim: int, centers_per_class: int = 10, la: float = 20.0,
                  gamma: float = 0.1, margin: float = 0.01) -> None:
         # All four are PML's defaults, which are the paper's settings (K = 10, λ = 20, γ = 0.1, δ = 0.01).
-        k = require_positive_int("centers_per_class", centers_per_class)
+        k = check_positive_int("soft_triple", "centers_per_class", centers_per_class)
         super().__init__(num_classes=num_classes, embedding_dim=embedding_dim, per_class=(k,))
         self.centers_per_class = k
-        self.la = require_positive("la", la)
-        self.gamma = require_positive("gamma", gamma)
-        self.margin = require_non_negative("margin", margin)
+        self.la = check_positive("soft_triple", "la", la)
+        self.gamma = check_positive("soft_triple", "gamma", gamma)
+        self.margin = check_at_least("soft_triple", "margin", margin, 0.0)
 
     def proxy_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         c, k, d = self.proxies.shape
