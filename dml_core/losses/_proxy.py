@@ -11,8 +11,6 @@ they occur in them; the study never asks for that.)
 
 from __future__ import annotations
 
-import math
-import numbers
 
 import torch
 import torch.nn.functional as F
