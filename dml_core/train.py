@@ -1,0 +1,459 @@
+"""Train one embedding model and evaluate it after every epoch.
+
+Reads top to bottom: config -> device -> data -> model -> loss and miner -> optimizer -> schedule -> loop ->
+evaluate -> checkpoint. No Ray here: the study wraps `train` in a Ray Tune trainable of a few lines, and a
+notebook can call it directly:
+
+    from dml_core.train import TrainConfig, train
+    summary = train(TrainConfig(loss="multi_similarity", miner="multi_similarity", epochs=3))
+    summary.last_metrics["recall@1"]
+
+A checkpoint is one plain dict (model, loss, optimizer, scheduler, sampler and miner generator states, epoch);
+`train(config, resume_from=checkpoint)` continues exactly where it stopped: on the CPU, 4 epochs in one go equal
+2 epochs, a checkpoint, and 2 more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from dml_core.data import DMLDataset, load_dataset
+from dml_core.losses import make_loss
+from dml_core.metrics import retrieval_metrics
+from dml_core.miners import make_miner
+from dml_core.models import make_model
+from dml_core.samplers import MPerClassSampler
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "NonFiniteLossError",
+    "OptimizerName",
+    "Precision",
+    "Schedule",
+    "TrainConfig",
+    "TrainSummary",
+    "train",
+]
+
+# Bumped whenever the checkpoint dict changes shape, so an old checkpoint fails loudly instead of half-loading.
+CHECKPOINT_VERSION = 1
+
+
+class OptimizerName(str, enum.Enum):
+    ADAM = "adam"
+    ADAMW = "adamw"
+    SGD = "sgd"
+    RMSPROP = "rmsprop"
+
+
+class Schedule(str, enum.Enum):
+    NONE = "none"
+    COSINE = "cosine"  # per step, from lr down to 0 at the last step
+    STEP = "step"  # x0.1 at 1/2 and 3/4 of the epochs, the classic image-retrieval schedule
+
+
+class Precision(str, enum.Enum):
+    AUTO = "auto"  # bf16 autocast on CUDA when supported, fp16 otherwise; fp32 on the CPU
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged: the loss or the embeddings became NaN or Inf. Carries where, so a study can record it
+    as the trial's error. (Non-finite embeddings count: a loss that averages over positive terms only can turn
+    NaN embeddings into a harmless-looking 0.)"""
+
+    def __init__(self, epoch: int, step: int, value: float, what: str = "loss") -> None:
+        super().__init__(f"non-finite {what} {value} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.value, self.what = epoch, step, value, what
+
+    def __reduce__(self) -> tuple[type[NonFiniteLossError], tuple[int, int, float, str]]:
+        # Ray ships a trial's exception between processes by pickle; the default would call __init__(message).
+        return NonFiniteLossError, (self.epoch, self.step, self.value, self.what)
+
+
+def _enum(kind: type[enum.Enum], value: Any, name: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        valid = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+        raise ValueError(f"{name} must be one of {valid}, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; a trial of a study is this plus its sampled hyperparameters."""
+
+    # Data. The embedded glyph set needs no download, so a fresh machine can train at once.
+    dataset: str = "glyphs"
+    dataset_root: str | None = None
+    dataset_options: Mapping[str, Any] = field(default_factory=dict)
+    # Model. A small CNN suits 32x32 glyphs on a CPU; 64-d keeps k-NN cheap and is plenty for ~300 classes.
+    trunk: str = "small_cnn"
+    embedding_dim: int = 64
+    pretrained_weights: str | None = None
+    freeze_batchnorm: bool = False  # the reality check freezes BN of pretrained trunks; off for trunks from scratch
+    # Loss and miner: names from dml_core.losses.LOSSES / dml_core.miners.MINERS, hyperparameters by name.
+    loss: str = "contrastive"
+    loss_params: Mapping[str, Any] = field(default_factory=dict)
+    miner: str = "none"
+    miner_params: Mapping[str, Any] = field(default_factory=dict)
+    # Batches: 32 with m=4 is the reality-check protocol; 64 gives pair losses more negatives per step on glyphs.
+    batch_size: int = 64
+    m_per_class: int = 4
+    epochs: int = 4
+    batches_per_epoch: int | None = None  # None: len(train split) // batch_size, i.e. one pass over the data
+    # Optimisation. Adam at 1e-3 trains a trunk from scratch; pretrained trunks want far less (1e-5 .. 1e-4).
+    optimizer: OptimizerName = OptimizerName.ADAM
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    loss_lr: float | None = None  # proxies/class weights; None = lr. Proxy-Anchor trains proxies 100x faster.
+    schedule: Schedule = Schedule.NONE
+    momentum: float = 0.9  # SGD and RMSprop only
+    # Evaluation: on the test classes, or on fold `fold` of `num_folds` class-disjoint folds of the train classes.
+    fold: int | None = None
+    num_folds: int = 4  # the reality check's 4-fold cross-validation
+    ks: tuple[int, ...] = (1, 2, 4, 8)
+    eval_batch_size: int = 512
+    include_nmi: bool = False  # k-means per epoch is costly; off unless asked
+    # Run. One seed fixes model init, batch order and miner sampling.
+    seed: int = 0
+    device: str = "auto"  # "auto": CUDA when available, else CPU
+    precision: Precision = Precision.AUTO
+    num_workers: int = 0  # DataLoader workers for datasets read from disk; in-memory data needs none
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "optimizer", _enum(OptimizerName, self.optimizer, "optimizer"))
+        object.__setattr__(self, "schedule", _enum(Schedule, self.schedule, "schedule"))
+        object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
+        for name in ("dataset_options", "loss_params", "miner_params"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{name} must be a mapping, got {value!r}")
+            object.__setattr__(self, name, dict(value))
+        object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
+        self._validate()
+
+    def _validate(self) -> None:
+        positive_ints = ("embedding_dim", "batch_size", "m_per_class", "epochs", "eval_batch_size", "num_folds")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+        if self.batch_size % self.m_per_class:
+            raise ValueError(f"batch_size must be a multiple of m_per_class, got batch_size={self.batch_size}, "
+                             f"m_per_class={self.m_per_class}")
+        if self.batches_per_epoch is not None and (not isinstance(self.batches_per_epoch, int)
+                                                   or self.batches_per_epoch < 1):
+            raise ValueError(f"batches_per_epoch must be a positive integer or null, "
+                             f"got batches_per_epoch={self.batches_per_epoch!r}")
+        for name in ("lr", "loss_lr"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, got {name}={value!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got weight_decay={self.weight_decay!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got momentum={self.momentum!r}")
+        if self.fold is not None and not (isinstance(self.fold, int) and 0 <= self.fold < self.num_folds):
+            raise ValueError(f"fold must be null or in 0..num_folds-1, got fold={self.fold!r}, "
+                             f"num_folds={self.num_folds}")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks must be positive integers, got ks={self.ks!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got num_workers={self.num_workers!r}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(f"device must be 'auto' or a torch device string, got device={self.device!r}") from None
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (enums as strings), e.g. for logging or YAML."""
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, enum.Enum):
+                out[key] = value.value
+        out["ks"] = list(self.ks)
+        return out
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What a run produced: the metrics after every epoch, in order."""
+
+    history: tuple[dict[str, float], ...]
+    stopped_early: bool
+    wall_time_s: float
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+    def best(self, metric: str = "recall@1", *, maximize: bool = True) -> dict[str, float]:
+        """The epoch's metrics where `metric` was best (ties: the earliest epoch)."""
+        if not self.history:
+            return {}
+        sign = 1.0 if maximize else -1.0
+        return max(self.history, key=lambda m: (sign * m.get(metric, -math.inf), -m["epoch"]))
+
+
+OnEpoch = Callable[[int, dict[str, float], dict[str, Any]], bool | None]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Set-up: each step small and in reading order.
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """None = plain fp32. Autocast only pays off on CUDA; on the CPU it is opt-in (bf16) for testing."""
+    if precision is Precision.FP32:
+        return None
+    if precision is Precision.AUTO:
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision is Precision.BF16 else torch.float16
+
+
+def _splits(config: TrainConfig) -> tuple[DMLDataset, DMLDataset]:
+    """(train, eval): the test classes, or one class-disjoint fold of the training classes."""
+    split = load_dataset(config.dataset, root=config.dataset_root, **config.dataset_options)
+    if config.fold is None:
+        return split.train, split.test
+    return split.folds(config.num_folds)[config.fold]
+
+
+def _make_miner(config: TrainConfig, generator: torch.Generator) -> Callable[..., Any] | None:
+    # Sampling miners draw from the run's own generator, so a resumed run draws the same.
+    return make_miner(config.miner, generator=generator, **config.miner_params)
+
+
+def _optimizer(config: TrainConfig, model: nn.Module, loss: nn.Module) -> torch.optim.Optimizer:
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
+    loss_params = [p for p in loss.parameters() if p.requires_grad]
+    if loss_params:
+        groups.append({"params": loss_params, "lr": config.loss_lr or config.lr})
+    wd = config.weight_decay
+    if config.optimizer is OptimizerName.ADAM:
+        return torch.optim.Adam(groups, weight_decay=wd)
+    if config.optimizer is OptimizerName.ADAMW:
+        return torch.optim.AdamW(groups, weight_decay=wd)
+    if config.optimizer is OptimizerName.SGD:
+        return torch.optim.SGD(groups, momentum=config.momentum, weight_decay=wd)
+    return torch.optim.RMSprop(groups, momentum=config.momentum, weight_decay=wd)
+
+
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer,
+               steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Stepped once per optimizer step, so a resumed run continues the same curve."""
+    total = config.epochs * steps_per_epoch
+    if config.schedule is Schedule.COSINE:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if config.schedule is Schedule.STEP:
+        milestones = sorted({max(1, total // 2), max(1, 3 * total // 4)})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return None
+
+
+def _batches(dataset: DMLDataset, sampler: MPerClassSampler, config: TrainConfig,
+             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches: in-memory data is indexed directly (no worker or collate cost); disk data via a loader."""
+    if hasattr(dataset, "get_batch"):
+        for indices in sampler:
+            images, labels = dataset.get_batch(torch.as_tensor(indices))
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        return
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers,
+                                         pin_memory=device.type == "cuda")
+    for images, labels in loader:
+        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def embed(model: nn.Module, dataset: DMLDataset, *, batch_size: int, device: torch.device,
+          autocast_dtype: torch.dtype | None = None, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings (N, D) float32 and labels (N,) of a whole dataset, in dataset order."""
+    model.eval()
+    chunks: list[torch.Tensor] = []
+    if hasattr(dataset, "get_batch"):
+        order = torch.arange(len(dataset))
+        batches: Any = (dataset.get_batch(order[i:i + batch_size]) for i in range(0, len(dataset), batch_size))
+    else:
+        batches = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                              num_workers=num_workers, pin_memory=device.type == "cuda")
+    for images, _ in batches:
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, autocast_dtype):
+            chunks.append(model(images).float())  # (b, D)
+    embeddings = torch.cat(chunks) if chunks else torch.empty(0, 0, device=device)
+    return embeddings, dataset.labels
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _rng_state(*generators: torch.Generator) -> list[torch.Tensor]:
+    return [g.get_state() for g in generators]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run.
+
+
+def train(config: TrainConfig, *, on_epoch: OnEpoch | None = None,
+          resume_from: Mapping[str, Any] | None = None) -> TrainSummary:
+    """Train `config.epochs` epochs (or continue a checkpoint); evaluate after each.
+
+    `on_epoch(epoch, metrics, checkpoint)` runs after every epoch's evaluation (epochs count from 1); returning True
+    stops training. The checkpoint dict holds live state (tensors are not copied): save it inside the callback.
+    """
+    started = time.perf_counter()
+    device = _device(config.device)
+    amp_dtype = _autocast_dtype(config.precision, device)
+
+    # Model init draws from torch's global RNG (torchvision trunks give no other way): fork it so that a run is
+    # reproducible from its seed and leaves the caller's RNG untouched.
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.seed)
+        train_set, eval_set = _splits(config)
+        model = make_model(config.trunk, embedding_dim=config.embedding_dim,
+                           pretrained_weights=config.pretrained_weights,
+                           freeze_batchnorm=config.freeze_batchnorm, in_channels=train_set.in_channels)
+        loss_fn = make_loss(config.loss, num_classes=train_set.num_classes, embedding_dim=config.embedding_dim,
+                            **config.loss_params)
+    model.to(device)
+    loss_fn.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+    # Separate generators: batch order and miner sampling stay reproducible whatever the other consumes.
+    sampler_gen = torch.Generator().manual_seed(config.seed)
+    miner_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    miner = _make_miner(config, miner_gen)
+    sampler = MPerClassSampler(train_set.labels, config.m_per_class, config.batch_size, sampler_gen,
+                               batches_per_epoch=config.batches_per_epoch)
+    optimizer = _optimizer(config, model, loss_fn)
+    scheduler = _scheduler(config, optimizer, len(sampler))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+
+    start_epoch = 0
+    history: list[dict[str, float]] = []
+    if resume_from is not None:
+        start_epoch, history = _restore(resume_from, model, loss_fn, optimizer, scheduler, scaler,
+                                        sampler_gen, miner_gen)
+
+    stopped = False
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        epoch_started = time.perf_counter()
+        train_loss = _train_epoch(epoch, model, loss_fn, miner, optimizer, scheduler, scaler,
+                                  _batches(train_set, sampler, config, device), device, amp_dtype)
+        train_time = time.perf_counter() - epoch_started
+
+        eval_started = time.perf_counter()
+        embeddings, labels = embed(model, eval_set, batch_size=config.eval_batch_size, device=device,
+                                   autocast_dtype=amp_dtype, num_workers=config.num_workers)
+        metrics: dict[str, float] = {"epoch": epoch}
+        metrics.update(retrieval_metrics(embeddings, labels, ks=config.ks, include_nmi=config.include_nmi))
+        metrics["train_loss"] = train_loss
+        metrics["train_time_s"] = train_time
+        metrics["eval_time_s"] = time.perf_counter() - eval_started
+        metrics["epoch_time_s"] = time.perf_counter() - epoch_started
+        history.append(metrics)
+
+        checkpoint = {
+            "version": CHECKPOINT_VERSION,
+            "epoch": epoch,
+            "config": config.to_dict(),
+            "model": model.state_dict(),
+            "loss": loss_fn.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict(),
+            "generators": _rng_state(sampler_gen, miner_gen),
+            "history": [dict(m) for m in history],
+        }
+        if on_epoch is not None and on_epoch(epoch, dict(metrics), checkpoint):
+            stopped = epoch < config.epochs
+            break
+    return TrainSummary(history=tuple(history), stopped_early=stopped, wall_time_s=time.perf_counter() - started)
+
+
+def _train_epoch(epoch: int, model: nn.Module, loss_fn: nn.Module, miner: Callable[..., Any] | None,
+                 optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+                 scaler: torch.amp.GradScaler, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+                 device: torch.device, amp_dtype: torch.dtype | None) -> float:
+    """One pass over the sampler's batches; returns the mean loss."""
+    model.train()
+    loss_fn.train()
+    total, steps = 0.0, 0
+    for step, (images, labels) in enumerate(batches, start=1):
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp_dtype):
+            embeddings = model(images)  # (B, D)
+        embeddings = embeddings.float()  # losses run in fp32: margins and exponentials are fragile in half
+        mined = miner(embeddings.detach(), labels) if miner is not None else None
+        loss = loss_fn(embeddings, labels, mined)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLossError(epoch, step, value)
+        if not bool(torch.isfinite(embeddings).all()):
+            raise NonFiniteLossError(epoch, step, float("nan"), what="embeddings")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        total += value
+        steps += 1
+    return total / max(steps, 1)
+
+
+def _restore(checkpoint: Mapping[str, Any], model: nn.Module, loss_fn: nn.Module,
+             optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+             scaler: torch.amp.GradScaler, sampler_gen: torch.Generator,
+             miner_gen: torch.Generator) -> tuple[int, list[dict[str, float]]]:
+    version = checkpoint.get("version")
+    if version != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint version {version!r} is not supported (expected {CHECKPOINT_VERSION})")
+    model.load_state_dict(checkpoint["model"])
+    loss_fn.load_state_dict(checkpoint["loss"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None and checkpoint["scheduler"] is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    for gen, state in zip((sampler_gen, miner_gen), checkpoint["generators"]):
+        gen.set_state(state.cpu() if isinstance(state, torch.Tensor) else state)
+    return int(checkpoint["epoch"]), [dict(m) for m in checkpoint["history"]]

@@ -1,0 +1,410 @@
+"""The study configuration: one YAML file, parsed and validated in one place, before Ray starts.
+
+Every error names its key path (`train.batch_size: ...`) in one line. The sections map onto typed objects:
+`dataset`, `model` and `train` become the base `dml_core.train.TrainConfig` of every trial; `search` becomes a
+`search_spaces` study space plus the search algorithm; the rest configures Ray Tune, MLflow and the result sink.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import enum
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dml_core.train import TrainConfig
+from search_spaces import SPACE_KEYS
+from study.errors import ConfigError
+
+__all__ = [
+    "Algorithm",
+    "FailureSection",
+    "Mode",
+    "RaySection",
+    "ResourcesSection",
+    "ResultsSection",
+    "SchedulerKind",
+    "SchedulerSection",
+    "SearchSection",
+    "StudyConfig",
+    "TrackingSection",
+    "load_config",
+    "parse_config",
+    "read_yaml",
+]
+
+
+class Algorithm(str, enum.Enum):
+    OPTUNA = "optuna"  # seeded TPE over the conditional space
+    RANDOM = "random"
+    GRID = "grid"
+
+
+class Mode(str, enum.Enum):
+    MAX = "max"
+    MIN = "min"
+
+    @property
+    def sign(self) -> float:
+        """+1 when larger is better: the direction is normalised once, here."""
+        return 1.0 if self is Mode.MAX else -1.0
+
+
+class SchedulerKind(str, enum.Enum):
+    ASHA = "asha"
+    FIFO = "fifo"
+
+
+# TrainConfig fields that other sections own.
+_DATASET_FIELDS = {"name": "dataset", "root": "dataset_root", "options": "dataset_options"}
+_MODEL_FIELDS = ("trunk", "embedding_dim", "pretrained_weights", "freeze_batchnorm")
+_SEARCH_OWNED = ("loss", "loss_params", "miner", "miner_params")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    algorithm: Algorithm = Algorithm.OPTUNA  # TPE learns across losses; random/grid for baselines and sweeps
+    num_samples: int = 28  # optuna/random: trials in all; grid: repeats of every grid point (as in Ray Tune)
+    metric: str = "recall@1"  # the metric most DML papers lead with; map@r is the reality check's choice
+    mode: Mode = Mode.MAX
+    seed: int = 0  # seeds the sampler so that a study is reproducible
+    space: Mapping[str, Any] = field(default_factory=dict)  # the keys search_spaces reads, as written
+
+
+@dataclass(frozen=True)
+class SchedulerSection:
+    kind: SchedulerKind = SchedulerKind.ASHA
+    grace_period: int = 1  # epochs every trial gets before it can be stopped
+    reduction_factor: int = 2  # keep the top 1/2 at each rung: aggressive enough for 14 losses on 2 cores
+
+
+@dataclass(frozen=True)
+class ResourcesSection:
+    cpus_per_trial: float = 1.0  # a small CNN trial saturates one core
+    gpus_per_trial: float = 0.0  # fractional (0.5 = two trials share a GPU)
+    max_concurrent_trials: int | None = None  # None: as many as the resources allow
+
+
+@dataclass(frozen=True)
+class TrackingSection:
+    uri: str | None = None  # None: sqlite:///STUDY_DIR/mlflow.db; an http(s) URI for an MLflow server
+    experiment: str | None = None  # MLflow experiment name; None: the study name
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class RaySection:
+    address: str | None = None  # None: a local cluster; "auto" or "ray://host:10001" joins one
+    num_cpus: int | None = None  # local cluster only; None: all cores
+
+
+@dataclass(frozen=True)
+class FailureSection:
+    max_failures: int = 0  # retries of a crashed trial; a non-finite loss is deterministic, so 0 by default
+
+
+@dataclass(frozen=True)
+class ResultsSection:
+    flush_interval_s: float = 10.0  # how stale the Parquet/MLflow view of a running study may be
+    flush_rows: int = 5000  # bounds driver memory between flushes
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    storage: str
+    train: TrainConfig
+    search: SearchSection
+    scheduler: SchedulerSection
+    resources: ResourcesSection
+    tracking: TrackingSection
+    ray: RaySection
+    failure: FailureSection
+    results: ResultsSection
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the YAML as given, for the record
+
+    @property
+    def study_dir(self) -> str:
+        return _join(self.storage, self.name)
+
+    def with_overrides(self, **changes: Any) -> StudyConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _join(storage: str, name: str) -> str:
+    return storage.rstrip("/") + "/" + name if "://" in storage else str(Path(storage) / name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsing helpers: each raises ConfigError with the key path.
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"expected a mapping, got {type(value).__name__} {value!r}")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(path, f"keys must be strings, got {key!r}")
+    return value
+
+
+def _check_keys(section: Mapping[str, Any], allowed: tuple[str, ...] | list[str], path: str) -> None:
+    for key in section:
+        if key not in allowed:
+            raise ConfigError(f"{path}.{key}" if path else key,
+                              f"unknown key; expected one of: {', '.join(allowed)}")
+
+
+def _int(value: Any, path: str, *, minimum: int | None = None, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, f"expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(path, f"expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float(value: Any, path: str, *, minimum: float | None = None, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(path, f"expected a number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(path, f"expected a number >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _str(value: Any, path: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"expected true or false, got {value!r}")
+    return value
+
+
+def _enum(kind: type[enum.Enum], value: Any, path: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        valid = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+        raise ConfigError(path, f"expected one of {valid}, got {value!r}") from None
+
+
+def _section(kind: type[Any], raw: Mapping[str, Any], path: str, parse: Mapping[str, Any]) -> Any:
+    """Build a frozen section from `raw`, with one parser per key (name -> callable(value, key_path))."""
+    _check_keys(raw, list(parse), path)
+    values = {key: parse[key](raw[key], f"{path}.{key}") for key in raw}
+    return kind(**values)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sections.
+
+
+def _train_config(raw: Mapping[str, Any]) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+
+    dataset = _mapping(raw.get("dataset"), "dataset")
+    _check_keys(dataset, list(_DATASET_FIELDS), "dataset")
+    for key, target in _DATASET_FIELDS.items():
+        if key in dataset:
+            values[target] = dataset[key]
+    if "name" in dataset:
+        _str(dataset["name"], "dataset.name")
+    if dataset.get("root") is not None:
+        _str(dataset["root"], "dataset.root")
+    _mapping(dataset.get("options"), "dataset.options")
+
+    model = _mapping(raw.get("model"), "model")
+    _check_keys(model, list(_MODEL_FIELDS), "model")
+    values.update(model)
+
+    train = _mapping(raw.get("train"), "train")
+    own = [f for f in sorted(fields) if f not in _MODEL_FIELDS and f not in _SEARCH_OWNED
+           and f not in _DATASET_FIELDS.values()]
+    _check_keys(train, own, "train")
+    values.update(train)
+
+    section_of = {f: "train" for f in own} | {f: "model" for f in _MODEL_FIELDS}
+    section_of |= {v: "dataset" for v in _DATASET_FIELDS.values()}
+    try:
+        return TrainConfig(**values)
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        # TrainConfig names the field first; translate it to the YAML key path.
+        name = message.split(" ", 1)[0]
+        yaml_key = {v: k for k, v in _DATASET_FIELDS.items()}.get(name, name)
+        raise ConfigError(f"{section_of.get(name, 'train')}.{yaml_key}", message) from None
+
+
+def _search(raw: Any) -> SearchSection:
+    section = _mapping(raw, "search")
+    own = {"algorithm": lambda v, p: _enum(Algorithm, v, p),
+           "num_samples": lambda v, p: _int(v, p, minimum=1),
+           "metric": _str,
+           "mode": lambda v, p: _enum(Mode, v, p),
+           "seed": lambda v, p: _int(v, p, minimum=0)}
+    _check_keys(section, list(own) + list(SPACE_KEYS), "search")
+    values = {k: own[k](section[k], f"search.{k}") for k in section if k in own}
+    values["space"] = {k: copy.deepcopy(section[k]) for k in section if k in SPACE_KEYS}
+    return SearchSection(**values)
+
+
+def _scheduler(raw: Any) -> SchedulerSection:
+    section = dict(_mapping(raw, "scheduler"))
+    if "type" in section:
+        section["kind"] = section.pop("type")
+    elif "kind" in section:
+        raise ConfigError("scheduler.kind", "unknown key; the scheduler is chosen with scheduler.type")
+    parsed = _section(SchedulerSection, section, "scheduler", {
+        "kind": lambda v, p: _enum(SchedulerKind, v, "scheduler.type"),
+        "grace_period": lambda v, p: _int(v, p, minimum=1),
+        "reduction_factor": lambda v, p: _int(v, p, minimum=2),
+    })
+    return parsed  # type: ignore[no-any-return]
+
+
+def _resources(raw: Any) -> ResourcesSection:
+    parsed = _section(ResourcesSection, _mapping(raw, "resources"), "resources", {
+        "cpus_per_trial": lambda v, p: _float(v, p, minimum=0.0),
+        "gpus_per_trial": lambda v, p: _float(v, p, minimum=0.0),
+        "max_concurrent_trials": lambda v, p: _int(v, p, minimum=1, optional=True),
+    })
+    if parsed.cpus_per_trial == 0 and parsed.gpus_per_trial == 0:
+        raise ConfigError("resources.cpus_per_trial", "a trial needs some CPU or GPU, got 0 and 0")
+    if parsed.gpus_per_trial > 1 and parsed.gpus_per_trial != int(parsed.gpus_per_trial):
+        raise ConfigError("resources.gpus_per_trial",
+                          f"fractions are only possible below 1 GPU, got {parsed.gpus_per_trial}")
+    return parsed  # type: ignore[no-any-return]
+
+
+def _tracking(raw: Any) -> TrackingSection:
+    return _section(TrackingSection, _mapping(raw, "tracking"), "tracking", {  # type: ignore[no-any-return]
+        "uri": lambda v, p: _str(v, p, optional=True),
+        "experiment": lambda v, p: _str(v, p, optional=True),
+        "enabled": _bool,
+    })
+
+
+def _ray(raw: Any) -> RaySection:
+    return _section(RaySection, _mapping(raw, "ray"), "ray", {  # type: ignore[no-any-return]
+        "address": lambda v, p: _str(v, p, optional=True),
+        "num_cpus": lambda v, p: _int(v, p, minimum=1, optional=True),
+    })
+
+
+def _failure(raw: Any) -> FailureSection:
+    return _section(FailureSection, _mapping(raw, "failure"), "failure", {  # type: ignore[no-any-return]
+        "max_failures": lambda v, p: _int(v, p, minimum=-1),
+    })
+
+
+def _results(raw: Any) -> ResultsSection:
+    return _section(ResultsSection, _mapping(raw, "results"), "results", {  # type: ignore[no-any-return]
+        "flush_interval_s": lambda v, p: _float(v, p, minimum=0.0),
+        "flush_rows": lambda v, p: _int(v, p, minimum=1),
+    })
+
+
+_TOP_KEYS = ("name", "storage", "dataset", "model", "train", "search", "scheduler", "resources", "tracking",
+             "ray", "failure", "results")
+
+
+def parse_config(raw: Any, *, storage: str | None = None, name: str | None = None, address: str | None = None,
+                 num_samples: int | None = None) -> StudyConfig:
+    """Validate a loaded YAML document (plus command-line overrides) into a StudyConfig."""
+    doc = _mapping(raw, "")
+    _check_keys(doc, list(_TOP_KEYS), "")
+    study_name = _str(name if name is not None else doc.get("name", "study"), "name")
+    assert study_name is not None
+    if not _NAME_RE.match(study_name):
+        raise ConfigError("name", f"expected letters, digits, '.', '_' or '-' (a directory name), got {study_name!r}")
+    study_storage = _str(storage if storage is not None else doc.get("storage", "studies"), "storage")
+    assert study_storage is not None
+    search = _search(doc.get("search"))
+    if num_samples is not None:
+        search = dataclasses.replace(search, num_samples=_int(num_samples, "--num-samples", minimum=1))
+    ray_section = _ray(doc.get("ray"))
+    if address is not None:
+        ray_section = dataclasses.replace(ray_section, address=_str(address, "--address"))
+    config = StudyConfig(
+        name=study_name,
+        storage=study_storage,
+        train=_train_config(doc),
+        search=search,
+        scheduler=_scheduler(doc.get("scheduler")),
+        resources=_resources(doc.get("resources")),
+        tracking=_tracking(doc.get("tracking")),
+        ray=ray_section,
+        failure=_failure(doc.get("failure")),
+        results=_results(doc.get("results")),
+        raw=copy.deepcopy(dict(doc)),
+    )
+    _check_metric(config)
+    if config.scheduler.kind is SchedulerKind.ASHA and config.scheduler.grace_period > config.train.epochs:
+        raise ConfigError("scheduler.grace_period",
+                          f"must not exceed train.epochs ({config.train.epochs}), got {config.scheduler.grace_period}")
+    return config
+
+
+def metric_names(train: TrainConfig) -> list[str]:
+    """The metrics every epoch reports, in table order."""
+    names = [f"recall@{k}" for k in train.ks] + ["precision@1", "r_precision", "map@r"]
+    return names + (["nmi"] if train.include_nmi else [])
+
+
+def _check_metric(config: StudyConfig) -> None:
+    names = metric_names(config.train)
+    if config.search.metric not in names:
+        raise ConfigError("search.metric", f"expected one of {', '.join(names)}, got {config.search.metric!r}")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string; YAML 1.2 and every user mean a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text with floats as in YAML 1.2 (`1e-3` is a number)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def load_config(path: str | Path, **overrides: Any) -> StudyConfig:
+    """Read and validate a study YAML file; see `parse_config` for the overrides."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(str(file), "no such config file (expected a study YAML, e.g. configs/default.yaml)")
+    try:
+        raw = read_yaml(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(str(file), f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(raw, **overrides)

@@ -1,0 +1,276 @@
+"""Run, resume and restore a study: the Ray Tune wiring.
+
+`run_study` plans (validates) first and writes nothing until the plan holds; then it creates the study directory,
+starts or joins Ray, and fits a Tuner whose trials call `dml_core.train`. Running the same study again, or
+`resume_study`, restores the Tuner from the study directory: finished trials are not rerun and unfinished ones
+continue from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from study.config import SchedulerKind, StudyConfig, parse_config, read_yaml
+from study.errors import ConfigError
+from study.plan import StudyPlan, plan_study
+
+__all__ = ["StudyRun", "load_study_config", "resume_study", "run_study", "study_paths"]
+
+TUNE_DIR = "tune"
+CONFIG_FILE = "config.yaml"
+STUDY_FILE = "study.json"
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    study_dir: str
+    restored: bool
+    wall_time_s: float
+    num_trials: int
+    tracking_uri: str | None
+
+
+def study_paths(study_dir: str) -> dict[str, str]:
+    return {
+        "config": f"{study_dir}/{CONFIG_FILE}",
+        "study": f"{study_dir}/{STUDY_FILE}",
+        "tune": f"{study_dir}/{TUNE_DIR}",
+        "results": f"{study_dir}/results",
+        "epochs": f"{study_dir}/results/epochs.parquet",
+        "trials": f"{study_dir}/results/trials.parquet",
+    }
+
+
+def _atomic_write(path: str, text: str) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def _resolved_raw(config: StudyConfig) -> dict[str, Any]:
+    """The YAML as given, with the command-line overrides written in: what `resume` reads back."""
+    raw = dict(config.raw)
+    raw["name"] = config.name
+    raw["storage"] = config.storage
+    raw["search"] = dict(raw.get("search") or {})
+    raw["search"]["num_samples"] = config.search.num_samples
+    if config.ray.address is not None:
+        raw["ray"] = dict(raw.get("ray") or {}, address=config.ray.address)
+    return raw
+
+
+def load_study_config(study_dir: str | Path) -> StudyConfig:
+    """The config a study was started with, re-anchored at its current directory (it may have moved)."""
+    directory = Path(study_dir)
+    file = directory / CONFIG_FILE
+    if not file.is_file():
+        raise ConfigError(str(directory), f"not a study directory (expected {CONFIG_FILE} written by dml-study run)")
+    raw = read_yaml(file.read_text())
+    return parse_config(raw, storage=str(directory.resolve().parent), name=directory.name)
+
+
+def _tracking_uri(plan: StudyPlan) -> str | None:
+    config = plan.config
+    if not config.tracking.enabled:
+        return None
+    if config.tracking.uri is not None:
+        return config.tracking.uri
+    return f"sqlite:///{config.study_dir}/mlflow.db"
+
+
+def _study_meta(plan: StudyPlan, existing: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "name": plan.config.name,
+        "uid": (existing or {}).get("uid") or uuid.uuid4().hex,
+        "metric": plan.config.search.metric,
+        "mode": plan.config.search.mode.value,
+        "log_scale": plan.log_scale,
+        "created": (existing or {}).get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _scheduler(plan: StudyPlan) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    section = plan.config.scheduler
+    if section.kind is SchedulerKind.FIFO:
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", max_t=plan.base.epochs, grace_period=section.grace_period,
+                         reduction_factor=section.reduction_factor)
+
+
+def _searcher(plan: StudyPlan) -> Any:
+    import search_spaces
+    from study.searcher import GridSearcher, OptunaSearcher
+
+    search = plan.config.search
+    if plan.grid is not None:
+        return GridSearcher(plan.grid, metric=search.metric, mode=search.mode, repeats=search.num_samples,
+                            base_seed=plan.base.seed)
+    return OptunaSearcher(search_spaces.to_optuna(plan.space), metric=search.metric, mode=search.mode,
+                          max_epochs=plan.base.epochs, algorithm=search.algorithm, seed=search.seed,
+                          cover=list(plan.space.loss_names))
+
+
+def _recorder(plan: StudyPlan, meta: dict[str, Any], tracking_uri: str | None) -> Any:
+    from study.mlflow_sink import MlflowSink
+    from study.recorder import StudyRecorder
+
+    config = plan.config
+    paths = study_paths(config.study_dir)
+    mlflow = None
+    if tracking_uri is not None:
+        local = "://" not in config.study_dir
+        artifacts = Path(config.study_dir, "mlartifacts").as_uri() if local and config.tracking.uri is None else None
+        mlflow = MlflowSink(tracking_uri=tracking_uri, experiment=config.tracking.experiment or config.name,
+                            study_uid=meta["uid"], artifact_location=artifacts)
+    study_params = {f"train.{k}": v for k, v in config.train.to_dict().items()}
+    study_params.update({"search.algorithm": config.search.algorithm.value,
+                         "search.num_samples": config.search.num_samples, "search.metric": config.search.metric,
+                         "search.mode": config.search.mode.value, "search.seed": config.search.seed,
+                         "scheduler.type": config.scheduler.kind.value,
+                         "scheduler.grace_period": config.scheduler.grace_period,
+                         "scheduler.reduction_factor": config.scheduler.reduction_factor,
+                         "study_dir": config.study_dir})
+    stop_reason = config.scheduler.kind.value
+    return StudyRecorder(study=config.name, results_dir=paths["results"], base=config.train,
+                         param_columns=plan.param_columns, metrics=plan.metrics, metric=config.search.metric,
+                         sign=config.search.mode.sign, stop_reason=stop_reason,
+                         flush_interval_s=config.results.flush_interval_s, flush_rows=config.results.flush_rows,
+                         mlflow=mlflow, mlflow_study_params=study_params,
+                         mlflow_artifacts=[paths["config"]] if "://" not in paths["config"] else [])
+
+
+def _progress(plan: StudyPlan, enabled: bool) -> list[Any]:
+    from study.progress import ProgressPrinter
+
+    search = plan.config.search
+    return [ProgressPrinter(total=plan.num_trials, metric=search.metric, sign=search.mode.sign)] if enabled else []
+
+
+def _init_ray(plan: StudyPlan) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials read paths relative to where the user ran us
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our recorder replaces CSV/JSON/TBX logs
+    if ray.is_initialized():
+        return
+    section = plan.config.ray
+    if section.address is not None:
+        ray.init(address=section.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=section.num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def _trainable(plan: StudyPlan) -> Any:
+    from ray import tune
+
+    from study.trainable import dml_trainable
+
+    resources = plan.config.resources
+    with_base = tune.with_parameters(dml_trainable, base=plan.base)
+    return tune.with_resources(with_base, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
+
+
+def _prepare_dir(plan: StudyPlan) -> tuple[bool, dict[str, Any]]:
+    """(restore?, study.json). Writes config.yaml and study.json for a new study; checks an existing one."""
+    from ray.tune import Tuner
+
+    config = plan.config
+    paths = study_paths(config.study_dir)
+    remote = "://" in config.study_dir
+    existing = None
+    if not remote and Path(paths["study"]).is_file():
+        existing = json.loads(Path(paths["study"]).read_text())
+    if existing is not None:
+        stored = load_study_config(config.study_dir)
+        if _resolved_raw(stored) != _resolved_raw(config):
+            raise ConfigError(config.study_dir, "a study with this name exists with a different configuration; "
+                                                "choose another --name or run `dml-study resume` on it")
+        if not Tuner.can_restore(paths["tune"]):
+            raise ConfigError(config.study_dir, "the study directory exists but holds no Ray Tune state to "
+                                                "restore; remove it or choose another --name")
+        return True, existing
+    meta = _study_meta(plan, None)
+    if not remote:
+        _atomic_write(paths["config"], yaml.safe_dump(_resolved_raw(config), sort_keys=False))
+        _atomic_write(paths["study"], json.dumps(meta, indent=2))
+    else:
+        import pyarrow.fs as pafs
+
+        fs, root = pafs.FileSystem.from_uri(config.study_dir)
+        fs.create_dir(root, recursive=True)
+        for name, text in ((CONFIG_FILE, yaml.safe_dump(_resolved_raw(config), sort_keys=False)),
+                           (STUDY_FILE, json.dumps(meta, indent=2))):
+            with fs.open_output_stream(f"{root}/{name}") as f:
+                f.write(text.encode())
+    return False, meta
+
+
+def _quiet_libraries() -> None:
+    """Keep the console to our own progress lines: these messages say nothing a study user can act on."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # With Tune's file loggers off (our recorder writes the results), ResultGrid warns per trial that it found
+    # no result.json; and the experiment snapshots we force per checkpoint are by design.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+
+def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progress: bool = True,
+              verbose: int = 0) -> StudyRun:
+    """Plan, then run (or restore and continue) the study; returns where its results are.
+
+    `progress` prints one line per finished trial; `verbose` is Ray Tune's own output level (0: none).
+    """
+    started = time.perf_counter()
+    plan = plan_study(config)
+    restore, meta = _prepare_dir(plan)
+    tracking_uri = _tracking_uri(plan)
+    _quiet_libraries()
+    _init_ray(plan)
+
+    from ray import tune
+
+    paths = study_paths(plan.config.study_dir)
+    if restore:
+        tuner = tune.Tuner.restore(paths["tune"], trainable=_trainable(plan), resume_unfinished=True,
+                                   resume_errored=False)
+    else:
+        search = plan.config.search
+        tune_config = tune.TuneConfig(
+            search_alg=_searcher(plan), scheduler=_scheduler(plan), metric=search.metric, mode=search.mode.value,
+            num_samples=plan.num_trials, max_concurrent_trials=plan.config.resources.max_concurrent_trials,
+            reuse_actors=True)
+        run_config = tune.RunConfig(
+            name=TUNE_DIR, storage_path=plan.config.study_dir,
+            callbacks=[_recorder(plan, meta, tracking_uri), *_progress(plan, progress), *(callbacks or [])],
+            failure_config=tune.FailureConfig(max_failures=plan.config.failure.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=verbose)
+        tuner = tune.Tuner(_trainable(plan), tune_config=tune_config, run_config=run_config)
+    tuner.fit()
+    return StudyRun(study_dir=plan.config.study_dir, restored=restore, wall_time_s=time.perf_counter() - started,
+                    num_trials=plan.num_trials, tracking_uri=tracking_uri)
+
+
+def resume_study(study_dir: str | Path, **kwargs: Any) -> StudyRun:
+    return run_study(load_study_config(study_dir), **kwargs)

@@ -1,0 +1,129 @@
+"""The study YAML: parsing, defaults, and one-line errors that name the key path (exit code 2, nothing written)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.config import Algorithm, Mode, SchedulerKind, load_config, parse_config
+from study.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_config_parses():
+    config = load_config(ROOT / "configs" / "default.yaml")
+    assert config.name == "default"
+    assert config.train.dataset == "glyphs"
+    assert config.search.algorithm is Algorithm.OPTUNA
+    assert config.scheduler.kind is SchedulerKind.ASHA
+    assert config.search.metric == "recall@1"
+
+
+def test_every_shipped_config_parses():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        load_config(path)
+
+
+def test_sections_map_onto_train_config():
+    config = parse_config({
+        "name": "x", "dataset": {"name": "glyphs", "options": {"samples_per_face": 2}},
+        "model": {"trunk": "small_cnn", "embedding_dim": 32},
+        "train": {"epochs": 3, "batch_size": 32, "m_per_class": 4, "optimizer": "adamw", "lr": 0.01},
+        "search": {"algorithm": "random", "num_samples": 5, "metric": "map@r", "mode": "max"},
+        "scheduler": {"type": "fifo"},
+        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.5, "max_concurrent_trials": 2},
+    })
+    assert config.train.dataset_options == {"samples_per_face": 2}
+    assert config.train.embedding_dim == 32 and config.train.epochs == 3
+    assert config.train.optimizer.value == "adamw"
+    assert config.search.algorithm is Algorithm.RANDOM and config.search.mode is Mode.MAX
+    assert config.scheduler.kind is SchedulerKind.FIFO
+    assert config.resources.gpus_per_trial == 0.5
+
+
+def test_command_line_overrides():
+    config = parse_config({"name": "a", "search": {"num_samples": 3}}, storage="/tmp/s", name="b",
+                          address="auto", num_samples=7)
+    assert (config.name, config.storage, config.ray.address, config.search.num_samples) == ("b", "/tmp/s", "auto", 7)
+    assert config.study_dir == "/tmp/s/b"
+
+
+@pytest.mark.parametrize("doc, path", [
+    ({"nme": "x"}, "nme"),
+    ({"train": {"epochz": 3}}, "train.epochz"),
+    ({"train": {"batch_size": 30, "m_per_class": 4}}, "train.batch_size"),
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"train": {"lr": -1.0}}, "train.lr"),
+    ({"train": {"optimizer": "adamax"}}, "train.optimizer"),
+    ({"model": {"embedding_dim": "big"}}, "model.embedding_dim"),
+    ({"model": {"trunk_name": "x"}}, "model.trunk_name"),
+    ({"dataset": {"nam": "glyphs"}}, "dataset.nam"),
+    ({"dataset": {"options": [1, 2]}}, "dataset.options"),
+    ({"search": {"algorithm": "bayes"}}, "search.algorithm"),
+    ({"search": {"num_samples": 0}}, "search.num_samples"),
+    ({"search": {"metric": "recall@3"}}, "search.metric"),
+    ({"search": {"mode": "up"}}, "search.mode"),
+    ({"search": {"sampler": "tpe"}}, "search.sampler"),
+    ({"scheduler": {"type": "hyperband"}}, "scheduler.type"),
+    ({"scheduler": {"reduction_factor": 1}}, "scheduler.reduction_factor"),
+    ({"scheduler": {"grace_period": 9}, "train": {"epochs": 4}}, "scheduler.grace_period"),
+    ({"resources": {"gpus_per_trial": -0.5}}, "resources.gpus_per_trial"),
+    ({"resources": {"gpus_per_trial": 1.5}}, "resources.gpus_per_trial"),
+    ({"resources": {"max_concurrent_trials": 0}}, "resources.max_concurrent_trials"),
+    ({"tracking": {"url": "http://x"}}, "tracking.url"),
+    ({"ray": {"num_cpus": 0}}, "ray.num_cpus"),
+    ({"failure": {"max_failures": "two"}}, "failure.max_failures"),
+    ({"name": "bad/name"}, "name"),
+    ({"search": ["optuna"]}, "search"),
+])
+def test_bad_values_name_their_key_path(doc, path):
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    message = str(info.value)
+    assert message.startswith(f"{path}:"), message
+    assert "\n" not in message
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "study.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+
+
+@pytest.mark.parametrize("doc, expected", [
+    ({"train": {"batch_size": 30, "m_per_class": 4}}, "train.batch_size"),
+    ({"search": {"losses": ["tripletz"]}}, "tripletz"),
+    ({"search": {"space": {"triplet": {"margin": {"loguniform": [0.5, 0.1]}}}}}, "search.space.triplet.margin"),
+    ({"search": {"space": {"train": {"not_a_field": 1}}}}, "search.space.train.not_a_field"),
+    ({"dataset": {"name": "cub200", "root": "/nonexistent/cub"}}, "/nonexistent/cub"),
+])
+def test_cli_rejects_bad_config_with_exit_2_and_writes_nothing(tmp_path, doc, expected):
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    storage = tmp_path / "store"
+    result = _cli("run", str(config), "--storage", str(storage), "--name", "s", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not storage.exists()
+    assert "ray" not in result.stdout.lower()
+
+
+def test_cli_help_for_every_command(tmp_path):
+    for command in ([], ["run"], ["resume"], ["show"], ["rerun"], ["report"]):
+        result = _cli(*command, "--help", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "usage: dml-study" in result.stdout

@@ -1,0 +1,187 @@
+"""Tiny real studies on the session's Ray cluster: ASHA, Parquet = MLflow, errors, interruption and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from study.config import parse_config
+from study.rerun import rerun_trial
+from study.runner import resume_study, run_study
+
+pytestmark = pytest.mark.timeout(300)
+
+TINY = {
+    "dataset": {"name": "glyphs", "options": {"samples_per_face": 1}},
+    "model": {"trunk": "small_cnn", "embedding_dim": 16},
+    "train": {"epochs": 3, "batch_size": 32, "m_per_class": 4, "batches_per_epoch": 3, "eval_batch_size": 1024},
+    "search": {"algorithm": "optuna", "num_samples": 6, "seed": 0,
+               "losses": ["contrastive", "normalized_softmax", "multi_similarity"]},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "resources": {"cpus_per_trial": 1},
+    "results": {"flush_interval_s": 0.5},
+}
+
+
+def tiny(tmp_path: Path, name: str, **changes: Any) -> Any:
+    doc = {**TINY, "name": name, "storage": str(tmp_path)}
+    for key, value in changes.items():
+        doc[key] = {**doc.get(key, {}), **value}
+    return parse_config(doc)
+
+
+def tables(study_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    results = Path(study_dir, "results")
+    return pd.read_parquet(results / "epochs.parquet"), pd.read_parquet(results / "trials.parquet")
+
+
+def mlflow_runs(uri: str) -> tuple[Any, pd.DataFrame]:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri), mlflow.search_runs(search_all_experiments=True)
+
+
+def metric_points(client: Any, runs: pd.DataFrame, key: str = "recall_at_1") -> int:
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    return sum(len(client.get_metric_history(run_id, key)) for run_id in children["run_id"])
+
+
+def test_asha_study_parquet_equals_mlflow(ray_cluster, tmp_path):
+    run = run_study(tiny(tmp_path, "asha"), verbose=0)
+    epochs, trials = tables(run.study_dir)
+    assert len(trials) == 6
+    assert set(trials["status"]) <= {"completed", "stopped"}
+    assert (trials["status"] == "stopped").sum() >= 1, "ASHA stopped nothing"
+    assert len(epochs) == trials["epochs"].sum()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    stopped = trials[trials.status == "stopped"]
+    assert (stopped["epochs"] < 3).all() and (stopped["stop_reason"] == "asha").all()
+    assert epochs["recall@1"].between(0, 1).all()
+    # Conditional columns: a loss's hyperparameters are null for the others.
+    softmax = epochs[epochs.loss == "normalized_softmax"]
+    if len(softmax):
+        assert softmax["loss.temperature"].notna().all()
+        assert softmax.filter(like="loss.alpha").isna().all().all()
+
+    client, runs = mlflow_runs(run.tracking_uri)
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(runs) == 7 and len(children) == 6
+    assert children["tags.mlflow.parentRunId"].nunique() == 1
+    assert metric_points(client, runs) == len(epochs)
+    assert set(children["tags.status"]) == set(trials["status"])
+
+    # rerun: one trial again without Ray gives the recorded metrics on the CPU.
+    trial_id = trials.sort_values("epochs").iloc[-1]["trial_id"]
+    again = rerun_trial(run.study_dir, trial_id)
+    assert len(again.rerun) == len(again.recorded)
+    assert again.max_abs_diff() < 1e-6
+
+
+def test_interrupted_study_resumes_without_loss_or_doubles(ray_cluster, tmp_path):
+    """The driver crashes (a callback raises) after two trials; `resume` finishes the study."""
+    doc = {**TINY, "name": "resume", "storage": str(tmp_path), "scheduler": {"type": "fifo"},
+           "search": {**TINY["search"], "num_samples": 5}}
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": f"{here.parent}{os.pathsep}{here}"}
+    crashed = subprocess.run([sys.executable, str(here / "crash_study.py"), json.dumps(doc), "2",
+                              str(tmp_path / "marker")], capture_output=True, text=True, env=env, timeout=240)
+    assert crashed.returncode != 0 and "simulated driver crash" in crashed.stderr, crashed.stderr[-2000:]
+    study_dir = str(tmp_path / "resume")
+    epochs_before, trials_before = tables(study_dir)
+    assert len(trials_before) < 5
+
+    run = resume_study(study_dir)
+    assert run.restored
+    epochs, trials = tables(run.study_dir)
+    assert len(trials) == 5 and trials["trial_id"].is_unique
+    assert (trials["status"] == "completed").all()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert len(epochs) == 5 * 3
+    # Rows written before the crash are still there, unchanged.
+    merged = epochs_before.merge(epochs, on=["trial_id", "epoch"], suffixes=("_a", "_b"))
+    assert len(merged) == len(epochs_before)
+    assert (merged["recall@1_a"] == merged["recall@1_b"]).all()
+
+    client, runs = mlflow_runs(run.tracking_uri)
+    assert len(runs) == 6 and runs["tags.mlflow.parentRunId"].notna().sum() == 5
+    assert metric_points(client, runs) == len(epochs)
+
+
+def test_erroring_trials_are_recorded_and_the_study_goes_on(ray_cluster, tmp_path):
+    """A diverging trial (non-finite loss) and a raising one (a trunk too deep for 24 px input) are errors with
+    their messages in both sinks; the healthy trial completes."""
+    config = tiny(tmp_path, "errors", scheduler={"type": "fifo"},
+                  search={"algorithm": "grid", "num_samples": 1, "losses": ["contrastive"], "miners": ["none"],
+                          "space": {"contrastive": {"pos_margin": 0.0, "neg_margin": 1.0},
+                                    "train": {"optimizer": "sgd", "lr": {"grid": [1.0e-2, 1.0e+30]},
+                                              "trunk": {"grid": ["small_cnn", "inception_v3"]}}}})
+    run = run_study(config)
+    epochs, trials = tables(run.study_dir)
+    assert len(trials) == 4
+    status = {(r["train.trunk"], r["train.lr"]): r for r in trials.to_dict("records")}
+    assert status[("small_cnn", 1.0e-2)]["status"] == "completed"
+    diverged = status[("small_cnn", 1.0e30)]
+    assert diverged["status"] == "error" and "NonFiniteLossError" in diverged["error"]
+    for lr in (1.0e-2, 1.0e30):
+        raised = status[("inception_v3", lr)]
+        assert raised["status"] == "error" and "RuntimeError" in raised["error"], raised["error"]
+        assert raised["epochs"] == 0
+    assert set(epochs["trial_id"]) <= set(trials["trial_id"])
+
+    _, runs = mlflow_runs(run.tracking_uri)
+    failed = runs[runs["tags.status"] == "error"]
+    assert len(failed) == 3 and (failed["status"] == "FAILED").all()
+    assert failed["tags.error"].str.contains("NonFiniteLossError").sum() == 1
+    assert set(failed["tags.error"]) == set(trials["error"].dropna())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+               "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("mlflow server did not start within 60 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_study_tracks_to_an_mlflow_server(ray_cluster, tmp_path, mlflow_server):
+    config = tiny(tmp_path, "server", tracking={"uri": mlflow_server}, scheduler={"type": "fifo"},
+                  search={"num_samples": 2, "algorithm": "random"})
+    run = run_study(config, verbose=0)
+    epochs, _ = tables(run.study_dir)
+    assert not Path(run.study_dir, "mlflow.db").exists()
+    client, runs = mlflow_runs(mlflow_server)
+    assert len(runs) == 3
+    assert metric_points(client, runs) == len(epochs) == 6

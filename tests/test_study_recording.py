@@ -1,0 +1,338 @@
+"""The driver-side recording, without Ray: part tables, the recorder's dedup and flushing, MLflow runs, searchers."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from dml_core.train import TrainConfig
+from study.config import Algorithm, Mode
+from study.mlflow_sink import MlflowSink
+from study.part_table import PartTable
+from study.recorder import StudyRecorder, error_message
+from study.records import TrialStatus, config_id, epochs_schema, mlflow_metric_name, trial_train_config
+from study.searcher import GridSearcher, OptunaSearcher, outcome
+
+METRICS = ["recall@1", "recall@2", "precision@1", "r_precision", "map@r"]
+COLUMNS = {"loss": "str", "miner": "str", "loss.margin": "float", "loss.temperature": "float",
+           "miner.type_of_triplets": "str", "train.lr": "float"}
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    config: dict[str, Any]
+    status: str = "RUNNING"
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def get_error(self) -> str | None:
+        return self.error
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def result(epoch: int, r1: float) -> dict[str, Any]:
+    return {"epoch": epoch, "recall@1": r1, "recall@2": r1 + 0.1, "precision@1": r1, "r_precision": r1 / 2,
+            "map@r": r1 / 3, "train_loss": 1.0 / epoch, "train_time_s": 0.5, "eval_time_s": 0.1,
+            "epoch_time_s": 0.6, "time_total_s": 0.6 * epoch, "timestamp": 1_700_000_000.0 + epoch}
+
+
+def recorder(tmp_path, *, clock=None, mlflow=None, interval=1000.0, rows=1000) -> StudyRecorder:
+    return StudyRecorder(study="s", results_dir=str(tmp_path / "results"), base=TrainConfig(epochs=3),
+                         param_columns=COLUMNS, metrics=METRICS, metric="recall@1", sign=1.0, stop_reason="asha",
+                         flush_interval_s=interval, flush_rows=rows, mlflow=mlflow, clock=clock or Clock())
+
+
+TRIPLET = {"loss": "triplet", "loss.margin": 0.1, "miner": "triplet_margin", "miner.type_of_triplets": "hard"}
+SOFTMAX = {"loss": "normalized_softmax", "loss.temperature": 0.05, "miner": "none", "train.lr": 0.01}
+
+
+def epochs_frame(tmp_path) -> pd.DataFrame:
+    return pd.read_parquet(tmp_path / "results" / "epochs.parquet")
+
+
+# -- records ------------------------------------------------------------------------------------------------
+
+
+def test_mlflow_names_and_config_ids():
+    assert mlflow_metric_name("recall@1") == "recall_at_1"
+    assert mlflow_metric_name("map@r") == "map_at_r"
+    assert config_id({**TRIPLET, "train.seed": 1}) == config_id({**TRIPLET, "train.seed": 2})
+    assert config_id(TRIPLET) != config_id({**TRIPLET, "loss.margin": 0.2})
+
+
+def test_trial_train_config_applies_sampled_values():
+    config = trial_train_config(TrainConfig(lr=0.1), {**SOFTMAX, "train.seed": 5})
+    assert config.loss == "normalized_softmax" and config.loss_params == {"temperature": 0.05}
+    assert config.miner == "none" and config.lr == 0.01 and config.seed == 5
+
+
+def test_error_message_takes_the_exception_line():
+    text = ("Failure # 1\nTraceback (most recent call last):\n  File \"x.py\", line 3\n"
+            "ray.exceptions.RayTaskError(NonFiniteLossError): ray::ImplicitFunc.train()\n"
+            "dml_core.train.NonFiniteLossError: non-finite loss nan at epoch 1, step 3\n")
+    assert error_message(text) == "dml_core.train.NonFiniteLossError: non-finite loss nan at epoch 1, step 3"
+    assert error_message(None) == "unknown error"
+
+
+# -- part tables --------------------------------------------------------------------------------------------
+
+
+def test_part_table_appends_atomic_parts_with_one_schema(tmp_path):
+    schema = epochs_schema(COLUMNS, METRICS)
+    table = PartTable(str(tmp_path / "t.parquet"), schema)
+    assert table.read().num_rows == 0
+    table.append([{"study": "s", "trial_id": "a", "loss": "triplet", "loss.margin": 0.1, "epoch": 1}])
+    table.append([{"study": "s", "trial_id": "b", "loss": "normalized_softmax", "loss.temperature": 0.05,
+                   "epoch": 1, "recall@1": 0.5}])
+    assert table.append([]) is None
+    files = sorted(os.listdir(tmp_path / "t.parquet"))
+    assert len(files) == 2 and all(f.startswith("part-") for f in files)
+    frame = pd.read_parquet(tmp_path / "t.parquet")
+    assert list(frame.columns) == schema.names
+    assert frame.set_index("trial_id").loc["a", "loss.temperature"] is None or \
+        math.isnan(frame.set_index("trial_id").loc["a", "loss.temperature"])
+    # A reopened table continues the numbering after the existing parts.
+    again = PartTable(str(tmp_path / "t.parquet"), schema)
+    again.append([{"study": "s", "trial_id": "c", "epoch": 2}])
+    assert sorted(os.listdir(tmp_path / "t.parquet"))[-1].startswith("part-000002-")
+
+
+def test_part_table_leaves_no_temp_file_when_a_write_fails(tmp_path):
+    table = PartTable(str(tmp_path / "t.parquet"), epochs_schema(COLUMNS, METRICS))
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError, TypeError)):
+        table.append([{"study": "s", "trial_id": "a", "epoch": "not a number"}])
+    directory = tmp_path / "t.parquet"
+    assert not directory.exists() or os.listdir(directory) == []
+
+
+# -- the recorder -------------------------------------------------------------------------------------------
+
+
+def test_recorder_buffers_and_flushes_on_interval(tmp_path):
+    clock = Clock()
+    rec = recorder(tmp_path, clock=clock, interval=10.0)
+    rec.setup()
+    trial = FakeTrial("t1", TRIPLET)
+    rec.on_trial_start(0, [], trial)
+    rec.on_trial_result(0, [], trial, result(1, 0.2))
+    assert not (tmp_path / "results" / "epochs.parquet").exists()  # buffered
+    clock.now = 11.0
+    rec.on_step_end(0, [])
+    assert len(epochs_frame(tmp_path)) == 1
+
+
+def test_recorder_flushes_when_the_buffer_is_full(tmp_path):
+    rec = recorder(tmp_path, rows=2)
+    rec.setup()
+    trial = FakeTrial("t1", TRIPLET)
+    rec.on_trial_start(0, [], trial)
+    for epoch in (1, 2):
+        rec.on_trial_result(0, [], trial, result(epoch, 0.1 * epoch))
+    assert len(epochs_frame(tmp_path)) == 2
+
+
+def test_trial_rows_statuses_best_and_last(tmp_path):
+    rec = recorder(tmp_path)
+    rec.setup()
+    done, stopped, failed = FakeTrial("a", TRIPLET), FakeTrial("b", SOFTMAX), FakeTrial("c", SOFTMAX)
+    failed.error = "Traceback\nValueError: boom"
+    for trial in (done, stopped, failed):
+        rec.on_trial_start(0, [], trial)
+    for epoch, r1 in ((1, 0.3), (2, 0.6), (3, 0.5)):
+        rec.on_trial_result(0, [], done, result(epoch, r1))
+    rec.on_trial_result(0, [], stopped, result(1, 0.1))
+    rec.on_trial_complete(0, [], done)
+    rec.on_trial_complete(0, [], stopped)
+    rec.on_trial_error(0, [], failed)
+    rec.on_experiment_end([])
+    trials = pd.read_parquet(tmp_path / "results" / "trials.parquet").set_index("trial_id")
+    assert trials.loc["a", "status"] == TrialStatus.COMPLETED.value
+    assert trials.loc["a", "best_recall@1"] == 0.6 and trials.loc["a", "best_epoch"] == 2
+    assert trials.loc["a", "last_recall@1"] == 0.5 and trials.loc["a", "epochs"] == 3
+    assert trials.loc["b", "status"] == "stopped" and trials.loc["b", "stop_reason"] == "asha"
+    assert trials.loc["c", "status"] == "error" and trials.loc["c", "error"] == "ValueError: boom"
+    assert trials.loc["c", "epochs"] == 0
+    assert trials.loc["b", "loss.temperature"] == 0.05 and trials.loc["b", "train.lr"] == 0.01
+    assert pd.isna(trials.loc["b", "loss.margin"])
+
+
+def test_restart_writes_pending_rows_once_and_drops_replayed_epochs(tmp_path):
+    """A restored study: rows buffered at the snapshot are written, rows on disk are not doubled, and rows lost
+    after the snapshot are written when the resumed trial reports them again."""
+    first = recorder(tmp_path)
+    first.setup()
+    t1, t2 = FakeTrial("t1", TRIPLET), FakeTrial("t2", SOFTMAX)
+    first.on_trial_start(0, [], t1)
+    first.on_trial_start(0, [], t2)
+    first.on_trial_result(0, [], t1, result(1, 0.2))
+    first.on_trial_result(0, [], t2, result(1, 0.3))
+    first.flush()  # t1 and t2 epoch 1 on disk
+    first.on_trial_result(0, [], t1, result(2, 0.4))
+    state = first.get_state()  # an experiment snapshot: t1 epoch 2 only in the buffer, so in the state
+    assert not os.path.exists(tmp_path / "results" / "epochs.parquet") or len(epochs_frame(tmp_path)) == 2
+    first.on_trial_result(0, [], t2, result(2, 0.5))
+    first.flush()  # t2 epoch 2 reaches disk after the snapshot ...
+    first.on_trial_result(0, [], t1, result(3, 0.5))  # ... t1 epoch 3 does not: the driver dies here
+
+    second = pickle.loads(pickle.dumps(first))  # Tune restores callbacks from its pickle ...
+    second.set_state(state)  # ... and their state from the snapshot
+    second.setup()
+    for epoch, r1 in ((2, 0.4), (3, 0.5)):  # both trials resume from their epoch-2 checkpoints ...
+        second.on_trial_result(0, [], t1, result(epoch, r1))
+    second.on_trial_result(0, [], t2, result(2, 0.5))  # ... as the snapshot knew them
+    second.on_trial_result(0, [], t2, result(3, 0.6))
+    second.on_trial_complete(0, [], t1)
+    second.on_trial_complete(0, [], t2)
+    second.on_experiment_end([])
+    frame = epochs_frame(tmp_path)
+    assert sorted(frame[frame.trial_id == "t1"].epoch) == [1, 2, 3]
+    assert sorted(frame[frame.trial_id == "t2"].epoch) == [1, 2, 3]
+    assert not frame.duplicated(["trial_id", "epoch"]).any()
+    trials = pd.read_parquet(tmp_path / "results" / "trials.parquet").set_index("trial_id")
+    assert trials.loc["t1", "best_recall@1"] == 0.5 and trials.loc["t2", "best_recall@1"] == 0.6
+    assert (trials["status"] == "completed").all()
+
+
+def test_recorder_pickles_without_runtime_state(tmp_path):
+    rec = recorder(tmp_path)
+    rec.setup()
+    rec.on_trial_result(0, [], FakeTrial("t1", TRIPLET), result(1, 0.2))
+    clone = pickle.loads(pickle.dumps(rec))
+    assert clone._epoch_buffer == [] and clone._epochs is None
+
+
+# -- MLflow -------------------------------------------------------------------------------------------------
+
+
+def test_mlflow_nested_runs_batched_and_found_again(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sink = MlflowSink(tracking_uri=uri, experiment="exp", study_uid="u1",
+                      artifact_location=(tmp_path / "art").as_uri())
+    rec = recorder(tmp_path, mlflow=sink)
+    rec.setup()
+    trials = [FakeTrial("a", TRIPLET), FakeTrial("b", SOFTMAX)]
+    for trial in trials:
+        rec.on_trial_start(0, [], trial)
+        for epoch in (1, 2):
+            rec.on_trial_result(0, [], trial, result(epoch, 0.1 * epoch))
+    rec.on_trial_complete(0, [], trials[0])
+    state = rec.get_state()
+    rec.on_experiment_end(trials)
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("exp")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "recall_at_1")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2]
+    a = next(r for r in children if r.data.tags["dml_study.trial_id"] == "a")
+    # Two of three epochs: stopped early, which MLflow shows as a killed run.
+    assert a.data.params["loss.margin"] == "0.1" and a.data.tags["status"] == "stopped"
+    assert a.info.status == "KILLED" and a.data.tags["stop_reason"] == "asha"
+
+    # A restore with a state that predates trial b's run id finds b's run by its tags instead of making another.
+    state["mlflow"]["trial_runs"] = {}
+    again = pickle.loads(pickle.dumps(rec))
+    again.set_state(state)
+    again.setup()
+    again.on_trial_start(0, [], trials[1])
+    again.on_trial_result(0, [], trials[1], result(3, 0.9))
+    again.on_trial_complete(0, [], trials[1])
+    again.on_experiment_end(trials)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 3
+    b = next(r for r in runs if r.data.tags.get("dml_study.trial_id") == "b")
+    assert len(client.get_metric_history(b.info.run_id, "recall_at_1")) == 3
+
+
+# -- searchers ----------------------------------------------------------------------------------------------
+
+
+def test_outcome_tells_early_stopped_trials_as_pruned():
+    State = optuna.trial.TrialState
+    assert outcome({"epoch": 4, "recall@1": 0.5}, error=False, max_epochs=4, metric="recall@1") == \
+        (State.COMPLETE, 0.5)
+    assert outcome({"epoch": 1, "recall@1": 0.5}, error=False, max_epochs=4, metric="recall@1") == \
+        (State.PRUNED, None)
+    assert outcome({"epoch": 1}, error=True, max_epochs=4, metric="recall@1") == (State.FAIL, None)
+    assert outcome(None, error=False, max_epochs=4, metric="recall@1") == (State.FAIL, None)
+    assert outcome({"epoch": 4, "recall@1": float("nan")}, error=False, max_epochs=4,
+                   metric="recall@1")[0] is State.FAIL
+
+
+def _space(trial: optuna.Trial) -> dict[str, Any]:
+    return {"loss": "triplet", "loss.margin": trial.suggest_float("triplet.margin", 0.01, 0.5, log=True)}
+
+
+def test_optuna_searcher_reports_intermediate_values_and_prunes():
+    searcher = OptunaSearcher(_space, metric="recall@1", mode=Mode.MAX, max_epochs=3, algorithm=Algorithm.OPTUNA)
+    config = searcher.suggest("t1")
+    assert 0.01 <= config["loss.margin"] <= 0.5
+    searcher.on_trial_result("t1", {"epoch": 1, "recall@1": 0.2})
+    searcher.on_trial_result("t1", {"epoch": 1, "recall@1": 0.2})  # replayed after a restore: ignored
+    searcher.on_trial_complete("t1", {"epoch": 1, "recall@1": 0.2})
+    searcher.suggest("t2")
+    for epoch, value in ((1, 0.1), (2, 0.2), (3, 0.3)):
+        searcher.on_trial_result("t2", {"epoch": epoch, "recall@1": value})
+    searcher.on_trial_complete("t2", {"epoch": 3, "recall@1": 0.3})
+    searcher.suggest("t3")
+    searcher.on_trial_complete("t3", None, error=True)
+    trials = searcher.study.get_trials()
+    assert [t.state.name for t in trials] == ["PRUNED", "COMPLETE", "FAIL"]
+    assert trials[0].intermediate_values == {1: 0.2}
+    assert trials[1].value == pytest.approx(0.3) and trials[1].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+
+
+def test_optuna_searcher_state_round_trip(tmp_path):
+    searcher = OptunaSearcher(_space, metric="recall@1", mode=Mode.MIN, max_epochs=2, algorithm=Algorithm.RANDOM,
+                              seed=3)
+    searcher.suggest("t1")
+    searcher.on_trial_result("t1", {"epoch": 1, "recall@1": 0.2})
+    path = str(tmp_path / "s.pkl")
+    searcher.save(path)
+    other = OptunaSearcher(_space, metric="recall@1", mode=Mode.MIN, max_epochs=2)
+    other.restore(path)
+    other.on_trial_complete("t1", {"epoch": 2, "recall@1": 0.4})
+    assert other.study.get_trials()[0].state.name == "COMPLETE"
+    assert other.study.direction.name == "MINIMIZE"
+
+
+def test_grid_searcher_repeats_with_distinct_seeds():
+    searcher = GridSearcher([{"loss": "a"}, {"loss": "b"}], metric="recall@1", mode=Mode.MAX, repeats=2,
+                            base_seed=10)
+    configs = [searcher.suggest(str(i)) for i in range(5)]
+    assert configs[:4] == [{"loss": "a", "train.seed": 10}, {"loss": "b", "train.seed": 10},
+                           {"loss": "a", "train.seed": 11}, {"loss": "b", "train.seed": 11}]
+    assert configs[4] == GridSearcher.FINISHED
+
+
+def test_optuna_searcher_covers_every_loss_first():
+    def space(trial: optuna.Trial) -> dict[str, Any]:
+        return {"loss": trial.suggest_categorical("loss", ["a", "b", "c"]), "x": trial.suggest_float("x", 0, 1)}
+
+    searcher = OptunaSearcher(space, metric="recall@1", mode=Mode.MAX, max_epochs=1, seed=0, cover=["c", "a", "b"])
+    first = [searcher.suggest(str(i)) for i in range(3)]
+    assert [c["loss"] for c in first] == ["c", "a", "b"]
+    assert len({c["x"] for c in first}) == 3  # the rest of each configuration is still sampled
