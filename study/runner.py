@@ -179,6 +179,28 @@ def _init_ray(plan: StudyPlan) -> None:
         ray.init(num_cpus=section.num_cpus, include_dashboard=False, log_to_driver=False)
 
 
+def _parallel_slots(plan: StudyPlan) -> int:
+    """How many trials the cluster can run at once with the per-trial resources."""
+    import ray
+
+    available = ray.cluster_resources()
+    resources = plan.config.resources
+    slots = [available.get("CPU", 0.0) / resources.cpus_per_trial] if resources.cpus_per_trial else []
+    slots += [available.get("GPU", 0.0) / resources.gpus_per_trial] if resources.gpus_per_trial else []
+    return max(1, int(min(slots)))
+
+
+def _allow_parallel_starts(plan: StudyPlan) -> None:
+    """Start as many trials at once as can run at once.
+
+    With a custom searcher and no max_concurrent_trials, Tune keeps one trial pending at a time, so trial actors
+    (each a process importing torch: seconds) start one after another: measured, the second of two slots sat
+    idle for 5 s. A user's own TUNE_MAX_PENDING_TRIALS_PG wins.
+    """
+    if plan.config.resources.max_concurrent_trials is None:
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(_parallel_slots(plan)))
+
+
 def _trainable(plan: StudyPlan) -> Any:
     from ray import tune
 
@@ -248,6 +270,7 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
     tracking_uri = _tracking_uri(plan)
     _quiet_libraries()
     _init_ray(plan)
+    _allow_parallel_starts(plan)
 
     from ray import tune
 

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from study.cli import main as cli_main
 from study.config import parse_config
 from study.rerun import rerun_trial
 from study.runner import resume_study, run_study
@@ -87,6 +88,17 @@ def test_asha_study_parquet_equals_mlflow(ray_cluster, tmp_path):
     again = rerun_trial(run.study_dir, trial_id)
     assert len(again.rerun) == len(again.recorded)
     assert again.max_abs_diff() < 1e-6
+
+    # report: `dml-study report` on the real study writes report.md with its numbers and valid PNGs.
+    out = tmp_path / "report"
+    assert cli_main(["report", run.study_dir, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    best = trials.loc[trials["best_recall@1"].idxmax()]
+    assert best["trial_id"] in text and f"{best['best_recall@1']:.4f}"[:5] in text
+    pngs = sorted(out.rglob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    for png in pngs:
+        assert png.name in text  # embedded in the markdown
 
 
 def test_interrupted_study_resumes_without_loss_or_doubles(ray_cluster, tmp_path):
@@ -185,3 +197,20 @@ def test_study_tracks_to_an_mlflow_server(ray_cluster, tmp_path, mlflow_server):
     client, runs = mlflow_runs(mlflow_server)
     assert len(runs) == 3
     assert metric_points(client, runs) == len(epochs) == 6
+
+
+def test_study_on_a_two_node_cluster(tmp_path):
+    """`ray.address` joins an existing cluster; with one CPU per node, two trials at once means both nodes work."""
+    doc = {**TINY, "name": "nodes", "storage": str(tmp_path), "scheduler": {"type": "fifo"},
+           "search": {**TINY["search"], "algorithm": "random", "num_samples": 2}}
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": f"{here.parent}{os.pathsep}{here}"}
+    result = subprocess.run([sys.executable, str(here / "multinode_study.py"), json.dumps(doc)],
+                            capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs, trials = tables(result.stdout.strip().splitlines()[-1])
+    assert len(trials) == 2 and (trials["status"] == "completed").all()
+    spans = epochs.groupby("trial_id")["timestamp"].agg(["min", "max"])
+    spans["min"] -= epochs.groupby("trial_id")["epoch_time_s"].first()  # back to each trial's first epoch start
+    first, second = spans.sort_values("min").to_dict("records")
+    assert second["min"] < first["max"], "the two trials did not run at the same time"
