@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from dml_core.train import TrainConfig
+from results import Mode  # one direction enum for the study and its analysis (results imports no Ray)
 from search_spaces import SPACE_KEYS
 from study.errors import ConfigError
 
@@ -45,16 +46,6 @@ class Algorithm(str, enum.Enum):
     OPTUNA = "optuna"  # seeded TPE over the conditional space
     RANDOM = "random"
     GRID = "grid"
-
-
-class Mode(str, enum.Enum):
-    MAX = "max"
-    MIN = "min"
-
-    @property
-    def sign(self) -> float:
-        """+1 when larger is better: the direction is normalised once, here."""
-        return 1.0 if self is Mode.MAX else -1.0
 
 
 class SchedulerKind(str, enum.Enum):

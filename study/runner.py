@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ import yaml
 
 from study.config import SchedulerKind, StudyConfig, parse_config, read_yaml
 from study.errors import ConfigError
+from study import storage
 from study.plan import StudyPlan, plan_study
+from study.storage import read_text, write_text
 
 __all__ = ["StudyRun", "load_study_config", "resume_study", "run_study", "study_paths"]
 
@@ -51,19 +52,6 @@ def study_paths(study_dir: str) -> dict[str, str]:
     }
 
 
-def _atomic_write(path: str, text: str) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-
-
 def _resolved_raw(config: StudyConfig) -> dict[str, Any]:
     """The YAML as given, with the command-line overrides written in: what `resume` reads back."""
     raw = dict(config.raw)
@@ -78,12 +66,15 @@ def _resolved_raw(config: StudyConfig) -> dict[str, Any]:
 
 def load_study_config(study_dir: str | Path) -> StudyConfig:
     """The config a study was started with, re-anchored at its current directory (it may have moved)."""
-    directory = Path(study_dir)
-    file = directory / CONFIG_FILE
-    if not file.is_file():
-        raise ConfigError(str(directory), f"not a study directory (expected {CONFIG_FILE} written by dml-study run)")
-    raw = read_yaml(file.read_text())
-    return parse_config(raw, storage=str(directory.resolve().parent), name=directory.name)
+    directory = str(study_dir).rstrip("/")
+    text = read_text(storage.join(directory, CONFIG_FILE))
+    if text is None:
+        raise ConfigError(directory, f"not a study directory (expected {CONFIG_FILE} written by dml-study run)")
+    if "://" in directory:
+        parent, name = directory.rsplit("/", 1)
+    else:
+        parent, name = str(Path(directory).resolve().parent), Path(directory).name
+    return parse_config(read_yaml(text), storage=parent, name=name)
 
 
 def _tracking_uri(plan: StudyPlan) -> str | None:
@@ -217,11 +208,9 @@ def _prepare_dir(plan: StudyPlan) -> tuple[bool, dict[str, Any]]:
 
     config = plan.config
     paths = study_paths(config.study_dir)
-    remote = "://" in config.study_dir
-    existing = None
-    if not remote and Path(paths["study"]).is_file():
-        existing = json.loads(Path(paths["study"]).read_text())
-    if existing is not None:
+    text = read_text(paths["study"])
+    if text is not None:
+        existing = json.loads(text)
         stored = load_study_config(config.study_dir)
         if _resolved_raw(stored) != _resolved_raw(config):
             raise ConfigError(config.study_dir, "a study with this name exists with a different configuration; "
@@ -231,18 +220,8 @@ def _prepare_dir(plan: StudyPlan) -> tuple[bool, dict[str, Any]]:
                                                 "restore; remove it or choose another --name")
         return True, existing
     meta = _study_meta(plan, None)
-    if not remote:
-        _atomic_write(paths["config"], yaml.safe_dump(_resolved_raw(config), sort_keys=False))
-        _atomic_write(paths["study"], json.dumps(meta, indent=2))
-    else:
-        import pyarrow.fs as pafs
-
-        fs, root = pafs.FileSystem.from_uri(config.study_dir)
-        fs.create_dir(root, recursive=True)
-        for name, text in ((CONFIG_FILE, yaml.safe_dump(_resolved_raw(config), sort_keys=False)),
-                           (STUDY_FILE, json.dumps(meta, indent=2))):
-            with fs.open_output_stream(f"{root}/{name}") as f:
-                f.write(text.encode())
+    write_text(paths["config"], yaml.safe_dump(_resolved_raw(config), sort_keys=False))
+    write_text(paths["study"], json.dumps(meta, indent=2))  # last: its presence marks a study directory
     return False, meta
 
 

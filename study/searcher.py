@@ -9,12 +9,12 @@ epoch without an error is told as PRUNED, which is what Optuna's samplers expect
 from __future__ import annotations
 
 import math
-import pickle
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
+from ray import cloudpickle  # the define-by-run function may be a closure
 from ray.tune.search import Searcher
 
 from study.config import Algorithm, Mode
@@ -50,7 +50,19 @@ def _sampler(algorithm: Algorithm, seed: int) -> optuna.samplers.BaseSampler:
                                           n_startup_trials=10)
 
 
-class OptunaSearcher(Searcher):
+class _StatefulSearcher(Searcher):
+    """Tune saves and restores a searcher through these two files; the state itself is each class's."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            cloudpickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(cloudpickle.load(f))
+
+
+class OptunaSearcher(_StatefulSearcher):
     """Asks Optuna for each trial's configuration through a define-by-run function; tells it how trials ended."""
 
     def __init__(self, define_by_run: DefineByRun, *, metric: str, mode: Mode, max_epochs: int,
@@ -112,16 +124,8 @@ class OptunaSearcher(Searcher):
         self._reported = dict(state["reported"])
         self._max_epochs = state["max_epochs"]
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
-
-
-class GridSearcher(Searcher):
+class GridSearcher(_StatefulSearcher):
     """Every grid configuration, `repeats` times each, in order; then FINISHED."""
 
     def __init__(self, configs: Sequence[Mapping[str, Any]], *, metric: str, mode: Mode, repeats: int = 1,
@@ -163,11 +167,3 @@ class GridSearcher(Searcher):
     def set_state(self, state: dict[str, Any]) -> None:
         self._configs, self._repeats, self._next = state["configs"], state["repeats"], state["next"]
         self._base_seed = state["base_seed"]
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))

@@ -214,3 +214,25 @@ def test_study_on_a_two_node_cluster(tmp_path):
     spans["min"] -= epochs.groupby("trial_id")["epoch_time_s"].first()  # back to each trial's first epoch start
     first, second = spans.sort_values("min").to_dict("records")
     assert second["min"] < first["max"], "the two trials did not run at the same time"
+
+
+def test_study_on_uri_storage_resumes_as_a_no_op_when_finished(ray_cluster, tmp_path):
+    """Storage given as a URI goes through pyarrow's filesystems (as s3:// or gs:// would); MLflow then needs
+    tracking.uri. Running the finished study again restores it and adds nothing."""
+    storage = (tmp_path / "bucket").as_uri()
+    config = tiny(tmp_path, "remote", scheduler={"type": "fifo"}, search={"num_samples": 2, "algorithm": "random"},
+                  tracking={"uri": f"sqlite:///{tmp_path}/tracking.db"})
+    config = config.with_overrides(storage=storage)
+    run = run_study(config, progress=False)
+    assert run.study_dir == f"{storage}/remote"
+    local_dir = tmp_path / "bucket" / "remote"
+    epochs, trials = tables(str(local_dir))
+    assert len(trials) == 2 and len(epochs) == 6
+    assert (local_dir / "config.yaml").is_file() and (local_dir / "study.json").is_file()
+
+    again = run_study(config, progress=False)
+    assert again.restored
+    epochs_after, trials_after = tables(str(local_dir))
+    assert len(epochs_after) == 6 and len(trials_after) == 2
+    client, runs = mlflow_runs(f"sqlite:///{tmp_path}/tracking.db")
+    assert len(runs) == 3 and metric_points(client, runs) == 6
