@@ -63,8 +63,15 @@ def learning_curves_figure(epochs: pd.DataFrame, *, metric: str = "recall@1", tr
         raise ValueError(f"no epochs with a {column} value for loss(es) {', '.join(map(repr, unknown)) or '(any)'}; "
                          f"available: {', '.join(present) or '(none)'}")
     figure, axes = panel_grid(len(names))
+    # Common axes, so that panels compare at a glance: a loss whose trials all stopped at epoch 1 is not
+    # stretched over a misleading x range of its own.
+    last_epoch = int(rows["epoch"].max())
+    low, high = float(rows[column].min()), float(rows[column].max())
+    pad = 0.05 * (high - low) or 0.01
     for ax, loss in zip(axes, names):
         _panel(ax, rows[rows["loss"] == loss], column)
+        ax.set_xlim(0.5, last_epoch + 0.5)
+        ax.set_ylim(low - pad, high + pad)
         ax.set_title(loss)
     figure.suptitle(f"Learning curves: {column}")
     return figure
