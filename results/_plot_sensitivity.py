@@ -50,7 +50,8 @@ def sensitivity_figure(table: pd.DataFrame, *, loss: str, params: str | Sequence
         curve = sensitivity(table, loss=loss, param=param, metric=metric, bins=bins, statuses=statuses)
         points = sensitivity_points(table, loss=loss, param=param, metric=metric, statuses=statuses)
         _panel(ax, curve, points)
-    figure.suptitle(f"{loss}: {metric} against its hyperparameters")
+    # Two lines: one panel is too narrow for "<loss>: <metric> against its hyperparameters" on one.
+    figure.suptitle(f"{loss}\n{metric} against its hyperparameters", fontsize="medium")
     return figure
 
 
