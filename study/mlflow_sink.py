@@ -189,6 +189,23 @@ class MlflowSink:
     def _buffer(self, kind: str) -> dict[str, list[Any]]:
         return {"params": self._params, "tags": self._tags, "metrics": self._metrics}[kind]
 
+    def close_lost_runs(self, keep: set[str], *, message: str) -> None:
+        """End this study's trial runs still marked running whose trial is not in `keep` (lost in a driver crash):
+        failed with `message`, or deleted when they never logged a metric (nothing of them is anywhere else)."""
+        query = (f"tags.`{TAG_STUDY}` = '{self.study_uid}' and tags.`{TAG_ROLE}` = 'trial' "
+                 f"and attributes.status = 'RUNNING'")
+        for run in self.client.search_runs([self.experiment_id()], filter_string=query, max_results=10_000):
+            if run.data.tags.get(TAG_TRIAL) in keep:
+                continue
+            if not run.data.metrics:
+                self.client.delete_run(run.info.run_id)
+                continue
+            from mlflow.entities import RunTag
+
+            tags = [RunTag("status", TrialStatus.ERROR.value), RunTag("stop_reason", "lost"), RunTag("error", message)]
+            self.client.log_batch(run.info.run_id, tags=tags, synchronous=True)
+            self.client.set_terminated(run.info.run_id, status="FAILED")
+
     def end_study(self, status: str = "FINISHED") -> None:
         self.flush()
         if self.parent_run_id is not None:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from ray.tune import Callback
 
@@ -38,7 +39,10 @@ from study.records import (
     trials_schema,
 )
 
-__all__ = ["StudyRecorder", "error_message"]
+__all__ = ["LOST_MESSAGE", "StudyRecorder", "error_message"]
+
+LOST_MESSAGE = ("lost: the driver stopped after this trial began and before Tune saved the study's state; "
+                "the resumed study sampled its place again as a new trial")
 
 log = logging.getLogger(__name__)
 _EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)[\w.]*)(: .*)?$")
@@ -231,10 +235,35 @@ class StudyRecorder(Callback):
         self._maybe_flush()
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        unfinished = any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+        if self._restored and not unfinished:
+            self._close_lost({t.trial_id for t in trials})
         self.flush()
         if self.mlflow is not None:
-            unfinished = any(t.status not in ("TERMINATED", "ERROR") for t in trials)
             self.mlflow.end_study("KILLED" if unfinished else "FINISHED")
+
+    def _close_lost(self, known: set[str]) -> None:
+        """Trials that ran before a driver crash but after Tune's last snapshot are unknown to the restored run
+        (their configurations were sampled again as new trials). Their epochs stay, with an error row that says
+        what happened; their MLflow runs end as failed (or, with no epoch logged, are deleted)."""
+        lost = sorted(t for t in self._written_epoch if t not in known and t not in self._written_trials)
+        if lost:
+            assert self._epochs is not None
+            self.flush()
+            table = self._epochs.read()
+            rows = table.filter(pc.is_in(table["trial_id"], value_set=pa.array(lost))).to_pylist()
+            for trial_id in lost:
+                mine = sorted((r for r in rows if r["trial_id"] == trial_id), key=lambda r: r["epoch"])
+                head = {k: mine[0][k] for k in self._head_keys(mine[0])} | {"study": self.study,
+                                                                            "trial_id": trial_id}
+                summary = TrialSummary(head=head)
+                for row in mine:
+                    summary.update(row, metric=self.metric, sign=self.sign, metrics=self.metrics)
+                self._admit_trial(summary.row(TrialStatus.ERROR, error=LOST_MESSAGE, stop_reason="lost",
+                                              metrics=self.metrics))
+        if self.mlflow is not None:
+            self.flush()
+            self.mlflow.close_lost_runs(known | self._written_trials, message=LOST_MESSAGE)
 
     # -- writing ---------------------------------------------------------------------------------------------
 

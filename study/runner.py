@@ -22,6 +22,7 @@ import yaml
 from study.config import SchedulerKind, StudyConfig, parse_config, read_yaml
 from study.errors import ConfigError
 from study import storage
+from study.checkpoint_pruner import CheckpointPruner
 from study.plan import StudyPlan, plan_study
 from study.storage import read_text, write_text
 
@@ -265,9 +266,12 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
             reuse_actors=True)
         run_config = tune.RunConfig(
             name=TUNE_DIR, storage_path=plan.config.study_dir,
-            callbacks=[_recorder(plan, meta, tracking_uri), *_progress(plan, progress), *(callbacks or [])],
+            callbacks=[_recorder(plan, meta, tracking_uri), CheckpointPruner(), *_progress(plan, progress),
+                       *(callbacks or [])],
             failure_config=tune.FailureConfig(max_failures=plan.config.failure.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=verbose)
+            # Keep every checkpoint as far as Tune knows (num_to_keep would force an experiment snapshot per
+            # checkpoint); CheckpointPruner deletes the ones no restore can need.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=verbose)
         tuner = tune.Tuner(_trainable(plan), tune_config=tune_config, run_config=run_config)
     tuner.fit()
     return StudyRun(study_dir=plan.config.study_dir, restored=restore, wall_time_s=time.perf_counter() - started,

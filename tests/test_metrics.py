@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -187,7 +189,105 @@ def test_heap_capacity_leaves_room_to_see_ties() -> None:
     capacity = _knn._heap_capacity(depths, 100)
     assert (capacity[1:99] >= depths[1:99] + 1).all()  # one more than needed, to see a tie at the last place
     assert capacity[0] == 0 and capacity[99] == 99  # no heap without neighbours; all others at most
-    assert len(np.unique(capacity)) <= 14  # few distinct sizes: few faiss heap arrays
+    heaps = _knn._BlockHeaps(capacity, 32)  # one heap array per block of 32 rows: room for its largest row
+    assert [h.k for h in heaps.heaps] == [32, 64, 96, 99]
+    assert np.isinf(heaps.largest_keys(1, 99)).all() and heaps.largest_keys(0, 1)[0] < -1e38  # empty; no heap
+
+
+@pytest.mark.parametrize(("n", "tile", "expected"), [
+    (64, 16, [(0, 16), (16, 32), (32, 48), (48, 64)]),
+    (70, 16, [(0, 16), (16, 32), (32, 48), (48, 70)]),  # a last strip of 6 rows joins the one before
+    (76, 16, [(0, 16), (16, 32), (32, 48), (48, 64), (64, 76)]),
+    (10, 16, [(0, 10)]),  # a block thinner than a strip: one strip, the block's own shape
+])
+def test_strips_are_never_thin(n: int, tile: int, expected: list[tuple[int, int]]) -> None:
+    assert _knn._strips(n, tile) == expected
+
+
+@pytest.mark.parametrize(("n", "block", "tile"), [(300, 64, 16), (333, 70, 16), (200, 200, 24)])
+def test_diagonal_strips_give_the_exact_neighbours(n: int, block: int, tile: int) -> None:
+    # Diagonal blocks in several strips: each strip's tile seeds, the rest of it is screened both ways.
+    x, _ = clustered(n, 8, 6, 28, normalize=False)
+    got = _knn._faiss_symmetric(x, 20, block, tile=tile)
+    assert torch.equal(got, torch.from_numpy(neighbour_order(x.numpy())[:, :20]))
+
+
+@pytest.mark.parametrize("dense", [0.0, 1.0])  # every side offered whole / survivor by survivor
+def test_dense_and_sparse_offers_give_the_same_neighbours(dense: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_knn, "_DENSE_GROUPS_ROWS", dense)
+    monkeypatch.setattr(_knn, "_DENSE_GROUPS_COLUMNS", dense)
+    x, _ = clustered(500, 8, 9, 29)
+    got = _knn._faiss_symmetric(x, 25, 64, tile=16)
+    assert torch.equal(got, torch.from_numpy(neighbour_order(x.numpy())[:, :25]))
+
+
+@pytest.mark.parametrize("n_rows", [64, 61, 5])  # whole groups, a ragged last group, no whole group
+def test_screen_finds_exactly_the_entries_above_either_floor(n_rows: int) -> None:
+    rng = np.random.default_rng(30)
+    block = rng.standard_normal((n_rows, 90)).astype(np.float32)
+    dots = block[:, 7:]  # a strided view, as a diagonal strip's
+    floor_rows = rng.normal(2.8, 0.2, n_rows).astype(np.float32)  # a few in a thousand entries pass
+    floor_cols = rng.normal(2.8, 0.2, dots.shape[1]).astype(np.float32)
+    floor_rows[3] = np.inf  # a row without a heap
+    floor_cols[:4] = -np.inf  # columns whose heaps are not full yet
+    shape = (n_rows // _knn._GROUP, dots.shape[1])
+    scratch = [np.empty(shape, np.float32), np.empty(shape, bool), np.empty(shape, bool)]
+    found_rows, found_cols = _knn._screened(dots, floor_rows, floor_cols, *scratch)
+    for found, passed in ((found_rows, dots > floor_rows[:, None]), (found_cols, dots > floor_cols[None, :])):
+        assert found is not None
+        r, c, d = found
+        assert sorted(zip(r.tolist(), c.tolist())) == sorted(zip(*np.nonzero(passed)))
+        assert np.array_equal(d, dots[r, c])
+    if n_rows >= _knn._GROUP:  # when most groups pass, a side is left to a whole-block offer
+        assert _knn._screened(dots, floor_rows - 3, floor_cols, *scratch)[0] is None
+        assert _knn._screened(dots, floor_rows, floor_cols - 3, *scratch)[1] is None
+
+
+def test_workers_take_every_pair_once_after_its_seeds_and_finish_each_block_last() -> None:
+    events: list[tuple[str, int, int]] = []
+    lock = threading.Lock()
+    active: set[int] = set()
+
+    def process(i: int, j: int) -> None:
+        with lock:
+            assert not {i, j} & active  # no block in two tasks at once
+            active.update((i, j))
+            events.append(("pair", i, j))
+        time.sleep(0.002)  # long enough for the other worker to start a pair meanwhile
+        with lock:
+            active.difference_update((i, j))
+
+    def done(b: int) -> None:
+        with lock:
+            events.append(("done", b, b))
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _knn._run_blocks(process, 6, done)
+    finally:
+        torch.set_num_threads(threads)
+    pairs = [(i, j) for kind, i, j in events if kind == "pair"]
+    assert sorted(pairs) == [(i, j) for i in range(6) for j in range(i, 6)]
+    for b in range(6):
+        position = {event: at for at, event in enumerate(events)}
+        seeded, finished = position[("pair", b, b)], position[("done", b, b)]
+        mine = [position[("pair", i, j)] for i, j in pairs if b in (i, j)]
+        assert min(mine) == seeded and max(mine) < finished  # seeded first, finished after its last pair
+
+
+def test_a_failing_worker_stops_the_search() -> None:
+    def process(i: int, j: int) -> None:
+        if (i, j) == (1, 3):
+            raise RuntimeError("boom")
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(RuntimeError, match="boom"):
+            _knn._run_blocks(process, 5, lambda b: None)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_torch_chunks_give_the_exact_neighbours() -> None:

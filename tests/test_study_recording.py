@@ -336,3 +336,45 @@ def test_optuna_searcher_covers_every_loss_first():
     first = [searcher.suggest(str(i)) for i in range(3)]
     assert [c["loss"] for c in first] == ["c", "a", "b"]
     assert len({c["x"] for c in first}) == 3  # the rest of each configuration is still sampled
+
+
+def test_trials_lost_in_a_driver_crash_are_closed(tmp_path):
+    """After a restore, trials that Tune no longer knows (begun after its last snapshot) get an error row; their
+    MLflow runs end as failed, or are deleted when they logged nothing."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sink = MlflowSink(tracking_uri=uri, experiment="exp", study_uid="u2")
+    first = recorder(tmp_path, mlflow=sink)
+    first.setup()
+    known, lost, empty = FakeTrial("k", TRIPLET), FakeTrial("lost", SOFTMAX), FakeTrial("empty", SOFTMAX)
+    for trial in (known, lost, empty):
+        first.on_trial_start(0, [], trial)
+    first.on_trial_result(0, [], known, result(1, 0.2))
+    state = first.get_state()  # the snapshot knows only trial k ...
+    first.on_trial_result(0, [], lost, result(1, 0.3))
+    first.on_trial_result(0, [], lost, result(2, 0.4))
+    first.flush()  # ... trial "lost" reached the tables afterwards; "empty" never reported: then the crash
+
+    second = pickle.loads(pickle.dumps(first))
+    second.set_state(state)
+    second.setup()
+    for epoch in (2, 3):
+        second.on_trial_result(0, [], known, result(epoch, 0.5))
+    second.on_trial_complete(0, [], known)
+    known.status = "TERMINATED"
+    second.on_experiment_end([known])
+
+    trials = pd.read_parquet(tmp_path / "results" / "trials.parquet").set_index("trial_id")
+    assert trials.loc["k", "status"] == "completed"
+    assert trials.loc["lost", "status"] == "error" and trials.loc["lost", "stop_reason"] == "lost"
+    assert trials.loc["lost", "epochs"] == 2 and trials.loc["lost", "best_recall@1"] == 0.4
+    assert trials.loc["lost", "loss.temperature"] == 0.05
+    assert "empty" not in trials.index
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    by_trial = {r.data.tags.get("dml_study.trial_id"): r for r in runs}
+    assert set(by_trial) == {None, "k", "lost"}  # the parent, and no run left for "empty"
+    assert by_trial["lost"].info.status == "FAILED" and by_trial["lost"].data.tags["stop_reason"] == "lost"
+    assert all(r.info.status != "RUNNING" for r in runs)
