@@ -3,15 +3,18 @@
     .venv/bin/python benchmarks/bench_metrics.py [--sizes 20000 60000] [--reps 3] [--no-memory]
 
 Timings are medians of `--reps` runs with ours and PML interleaved (alternating which goes first), so a busy
-machine slows both alike. Peak memory is measured once per side in a fresh subprocess: the growth of the peak
-resident set over the resident set just before the call. Exits 1 only if the values differ (beyond 1e-6); the
-speed goal (>= 2x) is reported, not enforced, because timings on a shared machine are noisy.
+machine slows both alike: wall time, and the process's CPU time (all threads), which other processes disturb less.
+The load average before and after is printed, to tell a quiet run from a busy one. Peak memory is measured once
+per side in a fresh subprocess: the growth of the peak resident set over the resident set just before the call.
+Exits 1 only if the values differ (beyond 1e-6); the speed goal (>= 2x) is reported, not enforced, because timings
+on a shared machine are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -60,10 +63,11 @@ SIDES: dict[str, Callable[[torch.Tensor, torch.Tensor], dict[str, float]]] = {"p
                                                                               "ours": ours_metrics}
 
 
-def timed(f: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def timed(f: Callable[[], object]) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     f()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def peak_growth_mib(side: str, n: int) -> float:
@@ -96,13 +100,15 @@ def bench(n: int, reps: int, memory: bool) -> bool:
     classes = CLASSES.get(n, max(2, n // 40))
     x, y = clustered(n, DIM, classes, seed=3)
     depth = int(torch.bincount(y).max()) - 1
-    times: dict[str, list[float]] = {"pml": [], "ours": []}
+    times: dict[str, list[tuple[float, float]]] = {"pml": [], "ours": []}
     values: dict[str, dict[str, float]] = {}
+    load = os.getloadavg()[0]
     for rep in range(reps):
         for side in (("pml", "ours") if rep % 2 == 0 else ("ours", "pml")):
             times[side].append(timed(lambda s=side: values.__setitem__(s, SIDES[s](x, y))))
     diff = max(abs(values["ours"][key] - values["pml"][key]) for key in SHARED)
-    t_pml, t_ours = statistics.median(times["pml"]), statistics.median(times["ours"])
+    t_pml, t_ours = (statistics.median(wall for wall, _ in times[side]) for side in ("pml", "ours"))
+    c_pml, c_ours = (statistics.median(cpu for _, cpu in times[side]) for side in ("pml", "ours"))
     memory_text = ""
     if memory:
         memory_text = (f" | peak +{peak_growth_mib('pml', n):.0f} MiB (PML) vs "
@@ -110,7 +116,10 @@ def bench(n: int, reps: int, memory: bool) -> bool:
     ours_values = ", ".join(f"{key}={values['ours'][key]:.4f}" for key in SHARED)
     print(f"N={n} D={DIM} classes={classes} R-depth={depth}: PML {t_pml:.2f}s vs ours {t_ours:.2f}s "
           f"= {t_pml / t_ours:.2f}x (goal >= 2x){memory_text} | max |diff| {diff:.1e} ({ours_values})")
-    print(f"    runs (s): PML {[round(t, 2) for t in times['pml']]}, ours {[round(t, 2) for t in times['ours']]}")
+    print(f"    CPU time: PML {c_pml:.2f}s vs ours {c_ours:.2f}s = {c_pml / c_ours:.2f}x | load average "
+          f"{load:.2f} -> {os.getloadavg()[0]:.2f} (these runs raise it; other processes disturb the wall times)")
+    print(f"    runs (wall s): PML {[round(t, 2) for t, _ in times['pml']]}, "
+          f"ours {[round(t, 2) for t, _ in times['ours']]}")
     return diff <= TOLERANCE
 
 

@@ -8,9 +8,11 @@ agree with PML.
 
 Both backends rank row i by the key `|x_j|^2 / 2 - x_i . x_j` (= (d_ij^2 - |x_i|^2) / 2: the row's own norm is a
 constant that cannot change its order), smallest first, computed in float32 as `half[j] - dot` with the dot product
-from a matrix product, so a pair's key does not depend on which block it was computed in. Candidates closer than
-float32 rounding (~1e-7 relative) are ranked as that rounding falls, which may differ from faiss's own float32
-arithmetic. Memory is O(N * depth) plus a few blocks of similarities: never the N x N matrix.
+from a matrix product, so a pair's key does not depend on which block it was computed in (MKL's sgemm rounds an
+entry the same way in any matrix of at least about 4 rows and 12 columns; the FAISS backend's matmuls are whole
+blocks, or strips of at least _MIN_STRIP rows). Candidates closer than float32 rounding (~1e-7 relative) are
+ranked as that rounding falls, which may differ from faiss's own float32 arithmetic. Memory is O(N * depth) plus a
+few blocks of similarities per worker: never the N x N matrix.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 import numpy as np
 import torch
 
 __all__ = ["KnnBackend", "default_backend", "nearest_neighbors"]
+
+_Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows, cols, dots) of the entries a screen lets through
 
 # Side of the square similarity blocks of the faiss backend: 1024^2 float32 = 4 MiB per buffer, so a worker's block
 # stays in the last-level cache between the matmul and the passes that read it, while the (N / 1024)^2 / 2 blocks
@@ -33,15 +37,22 @@ _FAISS_BLOCK = 1024
 # Entries of one (rows, N) similarity chunk of the torch backend: 2^25 float32 = 128 MiB, small next to a GPU's
 # memory and large enough that each chunk is one big matmul.
 _TORCH_CHUNK_ELEMENTS = 1 << 25
-# Width of the diagonal tiles whose nearest candidates seed the heaps. A seed of w candidates costs a few ns per
-# candidate and row; the heap insertions that follow number about (k + 1) * ln(N / w) per row, at tens of ns each:
-# w of a few hundred balances the two for k in the tens.
+# Width of the diagonal tiles whose nearest candidates seed the heaps (and rows per strip of a diagonal block). A
+# seed of w candidates costs a few ns per candidate and row; the heap insertions that follow number about
+# (k + 1) * ln(N / w) per row, at tens of ns each: w of a few hundred balances the two for k in the tens.
 _SEED_TILE = 256
-# A block direction whose screen lets more than this fraction of entries through is offered to the heaps whole (a
-# tight C loop, ~1 ns an entry) instead of entry by entry (~20 ns of numpy bookkeeping per survivor); offering the
-# columns' side whole also costs a transpose, hence its higher break-even.
-_DENSE_FRACTION_ROWS = 0.04
-_DENSE_FRACTION_COLUMNS = 0.1
+# MKL's sgemm takes a small-matrix path, rounded differently, below about 4 rows or 12 columns: no strip is that
+# thin unless its whole block is (then the block's own matmul has that shape too).
+_MIN_STRIP = 12
+# Rows per group of the screen: one vectorised max over each group's rows per column stands for 8 entries, and a
+# passing group costs 8 reads; 8 balances the reduction's size against the groups that pass only on a neighbour.
+_GROUP = 8
+# A side of a block whose groups pass more often than this is offered to its heaps whole (~1.5 ns an entry: the
+# keys, then faiss's tight compare loop; ~2.5 ns for the columns' side, which needs a transpose) instead of survivor
+# by survivor (~100 ns each: numpy bookkeeping and a heap insertion). A passing group holds one survivor or two of
+# its 8 entries, so the break-evens lie near a tenth of the groups for the rows, a fifth for the columns.
+_DENSE_GROUPS_ROWS = 0.1
+_DENSE_GROUPS_COLUMNS = 0.2
 # Relative slack of the screen: far above float32 rounding of the keys (~1e-7), so no admissible entry is screened
 # out, and small enough to let hardly any extra entry through.
 _SCREEN_SLACK = 1e-5
@@ -51,7 +62,8 @@ class KnnBackend(enum.Enum):
     """How the neighbours are found; both give the same neighbours in the same order."""
 
     # CPU: matmuls over the upper triangle of the block grid (each pair's dot product computed once and used by
-    # both of its rows: half the flops), screened against each row's current k-th key, into faiss's heaps.
+    # both of its rows: half the flops), screened against each row's current k-th key (group maxima first), into
+    # faiss's heaps.
     FAISS = "faiss"
     # Any device (the GPU path): chunks of query rows, one matmul against all references, then topk.
     TORCH = "torch"
@@ -84,51 +96,75 @@ def nearest_neighbors(x: torch.Tensor, depth: int | np.ndarray, backend: KnnBack
     return neighbors.masked_fill_(torch.arange(neighbors.shape[1]) >= torch.from_numpy(depths)[:, None], -1)
 
 
-# ---- FAISS backend: symmetric block matmuls + screened heap updates ------------------------------------------
+# ---- FAISS backend: symmetric block matmuls + grouped screens + faiss heaps -----------------------------------
 
 
-def _faiss_symmetric(x: torch.Tensor, depth: int | np.ndarray, block: int,
-                     hint: np.ndarray | None = None) -> torch.Tensor:
+def _faiss_symmetric(x: torch.Tensor, depth: int | np.ndarray, block: int, hint: np.ndarray | None = None, *,
+                     tile: int = _SEED_TILE) -> torch.Tensor:
     """Blocks (I, J) of side `block`: one matmul per block I < J updates the heaps of block I's rows (candidates
     from J) and of block J's rows (candidates from I, the transpose): half the flops of a plain search.
 
     1. Rows are visited in the `hint` order (default: as given), ideally one that keeps nearby points together
-    (see _cluster_order), grouped by heap size; 2. each diagonal block seeds its rows' heaps with their nearest
-    candidates in a small diagonal tile, so every row has a k-th key to beat before the bulk of the work; 3. all
-    blocks are screened against the rows' current k-th keys, so only the entries that can still enter a heap are
-    offered; worker threads take blocks that touch disjoint rows (faiss, numpy and torch release the GIL). A heap
-    keeps at least depth + 1 entries: a row whose (depth+1)-th key equals its depth-th may have lost a tied
-    candidate to arrival order and is recomputed whole (see _exact_rows); otherwise arrival order cannot change
-    the result.
+    (see _cluster_order), grouped by (rounded) heap size; each block of rows has one faiss heap array. 2. A
+    diagonal block is computed in strips of `tile` rows over its upper triangle, bottom strip first: each strip's
+    square tile on the diagonal seeds its rows' heaps with their nearest candidates there (so every row has a k-th
+    key to beat before the bulk of the work), the rest of the strip is screened like any other block. 3. Every
+    block is screened against the rows' current k-th keys, group maxima first (see _screened), so only the entries
+    that can still enter a heap are offered; worker threads take blocks that touch disjoint rows (faiss, numpy and
+    torch release the GIL). A heap keeps at least depth + 1 entries: a row whose (depth+1)-th key equals its
+    depth-th may have lost a tied candidate to arrival order and is recomputed whole (see _exact_rows); otherwise
+    arrival order cannot change the result.
     """
     n = x.shape[0]
     depths = np.broadcast_to(np.asarray(depth, dtype=np.int64), (n,))
     capacity = _heap_capacity(depths, n)
     hint = np.arange(n) if hint is None else np.asarray(hint, dtype=np.int64)
-    order = hint[np.argsort(capacity[hint], kind="stable")]  # (N,) position -> row: by heap size, then hint
-    search = _BlockSearch(x[torch.from_numpy(order)], order, capacity[order], block)
-    _run_blocks(search.process, -(-n // block))
+    # (N,) position -> row: by heap size rounded up to a multiple of 8, then by hint (rows of one class stay together
+    # when their sizes differ a little). The positions decide which matmul computes each pair, hence its rounding:
+    # this is the order the search has always used.
+    size_class = np.where(depths > 0, np.minimum(-(-(depths + 1) // 8) * 8, n - 1), 0)
+    order = hint[np.argsort(size_class[hint], kind="stable")]
+    search = _BlockSearch(x[torch.from_numpy(order)], order, capacity[order], block, tile)
     neighbors = np.full((n, int(depths.max())), -1, dtype=np.int64)
-    tied: list[np.ndarray] = []
-    for start, keys, ids in search.heaps.sorted_segments():  # rows in search order, ids original
+    tied: dict[int, np.ndarray] = {}  # block -> its rows with a tie at the last place
+
+    def finish(b: int) -> None:
+        """Block b has met every other block: write its rows' neighbours (disjoint rows, so on any worker)."""
+        heap = search.heaps.heaps[b]
+        if heap is None:
+            return
+        keys, ids = heap.sorted()  # each row by increasing (key, id); ids original
+        start, _ = search.heaps.span(b)
         rows = order[start : start + len(keys)]
         need = depths[rows]  # (m,)
         width = min(ids.shape[1], neighbors.shape[1])
         neighbors[rows, :width] = np.where(np.arange(width) < need[:, None], ids[:, :width], -1)
         has_next = (need > 0) & (need < ids.shape[1])  # the heap holds the (depth+1)-th key to compare with
         at = np.flatnonzero(has_next)
-        tied.append(rows[at[keys[at, need[at]] == keys[at, need[at] - 1]]])
-    redo = np.concatenate(tied)
+        tied[b] = rows[at[keys[at, need[at]] == keys[at, need[at] - 1]]]
+
+    _run_blocks(search.process, search.heaps.n_blocks, finish)
+    # In search order, whatever order the workers finished the blocks in: _exact_rows's matmul rounds a row's keys
+    # by its place among the rows redone with it, so the order is part of the result.
+    redo = np.concatenate([tied[b] for b in sorted(tied)] + [np.zeros(0, np.int64)])
     if len(redo):
         neighbors[redo] = _exact_rows(x, redo, depths[redo], neighbors.shape[1])
     return torch.from_numpy(neighbors)
 
 
 def _heap_capacity(depths: np.ndarray, n: int) -> np.ndarray:
-    """(N,) heap size per row: depth + 1 (one more to see ties at the last place), rounded up to a multiple of
-    8 so rows fall into few groups of equal size (one faiss heap array each), at most N - 1; 0 for depth 0."""
-    capacity = np.minimum(-(-(depths + 1) // 8) * 8, n - 1)
-    return np.where(depths > 0, capacity, 0)
+    """(N,) heap size per row: depth + 1 (one more to see ties at the last place), at most N - 1; 0 for depth 0.
+    A block's heap array takes the largest capacity of its rows (rows are sorted by capacity, so it is close)."""
+    return np.where(depths > 0, np.minimum(depths + 1, n - 1), 0)
+
+
+def _strips(n: int, tile: int) -> list[tuple[int, int]]:
+    """[s0, s1) row ranges of `tile` rows covering range(n); a last strip under _MIN_STRIP rows joins the one
+    before it, so every strip's matmul takes the same (large-matrix) kernel path as a whole block's."""
+    bounds = list(range(0, n, tile)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < _MIN_STRIP:
+        del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _cluster_order(x: torch.Tensor, block: int) -> np.ndarray:
@@ -161,58 +197,88 @@ def _round_robin(n_blocks: int) -> list[list[tuple[int, int]]]:
     return rounds
 
 
-def _run_blocks(process: Callable[[int, int], None], n_blocks: int) -> None:
+def _run_blocks(process: Callable[[int, int], None], n_blocks: int, done: Callable[[int], None]) -> None:
     """process(I, J) for every block pair I <= J: the diagonal (seeding) blocks first, then the others in
-    round-robin order, on worker threads (one per torch thread). A pair starts as soon as neither of its blocks is
-    in use (two tasks on one block would update the same heap rows) and, off the diagonal, both are seeded. Each
-    worker runs one-threaded kernels, so the workers own the cores instead of competing OpenMP pools."""
-    pending = [(b, b) for b in range(n_blocks)] + [pair for pairs in _round_robin(n_blocks) for pair in pairs]
+    round-robin order, on worker threads (one per torch thread) that take their next pair themselves (see
+    _PairQueue); done(B) once block B's last pair is processed, on the thread that processed it. Each worker runs
+    one-threaded kernels, so the workers own the cores instead of competing OpenMP pools."""
+    pairs = [(b, b) for b in range(n_blocks)] + [pair for pairs in _round_robin(n_blocks) for pair in pairs]
     workers = min(torch.get_num_threads(), n_blocks)
+    queue = _PairQueue(pairs, n_blocks)
     if workers <= 1:
         faiss_threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)  # add_sparse needs one-threaded faiss; this thread's setting only
         try:
-            for pair in pending:
+            for pair in pairs:
                 process(*pair)
+                for b in queue.finish(pair):
+                    done(b)
         finally:
             faiss.omp_set_num_threads(faiss_threads)
         return
+
+    def work() -> None:
+        while (pair := queue.take()) is not None:
+            try:
+                process(*pair)
+                for b in queue.finish(pair):
+                    done(b)
+            except BaseException:
+                queue.stop()
+                raise
+
     torch_threads = torch.get_num_threads()
-    running: dict[Future[None], tuple[int, int]] = {}
-    busy: set[int] = set()
-    seeded: set[int] = set()
     try:
         with ThreadPoolExecutor(workers, initializer=_one_thread_per_kernel) as pool:
-            while pending or running:
-                for pair in _startable(pending, busy, seeded, workers - len(running)):
-                    pending.remove(pair)
-                    busy.update(pair)
-                    running[pool.submit(process, *pair)] = pair
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    future.result()  # re-raise a worker's error
-                    i, j = running.pop(future)
-                    busy.difference_update((i, j))
-                    if i == j:
-                        seeded.add(i)
+            for future in [pool.submit(work) for _ in range(workers)]:
+                future.result()  # re-raise a worker's error
     finally:
         torch.set_num_threads(torch_threads)  # the workers lowered torch's default for new threads; restore it
 
 
-def _startable(pending: list[tuple[int, int]], busy: set[int], seeded: set[int],
-               slots: int) -> list[tuple[int, int]]:
-    """Up to `slots` pending pairs, first come first, whose blocks are not busy, not shared between the chosen
-    pairs, and (off the diagonal) already seeded."""
-    chosen: list[tuple[int, int]] = []
-    taken = set(busy)
-    for i, j in pending:
-        if len(chosen) == slots:
-            break
-        if i in taken or j in taken or (i != j and not (i in seeded and j in seeded)):
-            continue
-        chosen.append((i, j))
-        taken.update((i, j))
-    return chosen
+class _PairQueue:
+    """Block pairs handed out first come first, each as soon as neither of its blocks is in use (two tasks on one
+    block would update the same heap rows) and, off the diagonal, both are seeded. Workers take pairs themselves:
+    a dispatcher thread would need the GIL to hand out each pair and leave a core idle meanwhile."""
+
+    def __init__(self, pairs: list[tuple[int, int]], n_blocks: int) -> None:
+        self.pending = list(pairs)
+        self.left = np.bincount(np.array(pairs, dtype=np.int64).reshape(-1), minlength=n_blocks)
+        self.left[[i for i, j in pairs if i == j]] -= 1  # (B,) pairs still to process per block
+        self.busy: set[int] = set()
+        self.seeded: set[int] = set()
+        self.stopped = False
+        self.changed = threading.Condition()
+
+    def take(self) -> tuple[int, int] | None:
+        """The next startable pair (waiting while none is), or None when none is left or the queue stopped."""
+        with self.changed:
+            while self.pending and not self.stopped:
+                for pair in self.pending:
+                    i, j = pair
+                    if i not in self.busy and j not in self.busy and (i == j or {i, j} <= self.seeded):
+                        self.pending.remove(pair)
+                        self.busy.update(pair)
+                        return pair
+                self.changed.wait()
+            return None
+
+    def finish(self, pair: tuple[int, int]) -> list[int]:
+        """Mark `pair` processed; the blocks it completed (none of their pairs left)."""
+        with self.changed:
+            self.busy.difference_update(pair)
+            blocks = sorted(set(pair))
+            if len(blocks) == 1:
+                self.seeded.add(pair[0])
+            self.left[blocks] -= 1
+            self.changed.notify_all()
+            return [b for b in blocks if self.left[b] == 0]
+
+    def stop(self) -> None:
+        """Hand out nothing more (a worker failed)."""
+        with self.changed:
+            self.stopped = True
+            self.changed.notify_all()
 
 
 def _one_thread_per_kernel() -> None:
@@ -237,177 +303,205 @@ def _exact_rows(x: torch.Tensor, rows: np.ndarray, depths: np.ndarray, width: in
 
 class _BlockSearch:
     """The shared state of one search: embeddings in search order, their original row ids, half squared norms,
-    heaps (indexed by search position, holding original ids); per-thread block buffers."""
+    heaps (indexed by search position, holding original ids); per-thread scratch buffers."""
 
-    def __init__(self, x: torch.Tensor, ids: np.ndarray, capacity: np.ndarray, block: int) -> None:
+    def __init__(self, x: torch.Tensor, ids: np.ndarray, capacity: np.ndarray, block: int, tile: int) -> None:
         self.x = x  # (N, D) search order
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)  # (N,) original row of each position
         self.half = (x * x).sum(1).mul_(0.5).numpy()  # (N,) |x_j|^2 / 2
-        self.slack_floor = 3.0 * float(self.half.max(initial=0.0))  # bounds |half_j - dot| for any pair
-        self.heaps = _RowHeaps(capacity)
+        # The screen's absolute slack: bounds the rounding of any key, as 3 * max(half) bounds |half_j - dot|.
+        self.slack = _SCREEN_SLACK * 3.0 * float(self.half.max(initial=0.0))
+        self.heaps = _BlockHeaps(capacity, block)
         self.block = block
+        self.tile = tile
         self.buffers = threading.local()
 
     def process(self, bi: int, bj: int) -> None:
         """One block pair: the diagonal ones seed, the others update both sides."""
         if bi == bj:
-            self.seed(bi)
+            self.diagonal(bi)
         else:
-            self.run(bi, bj)
+            self.pair(bi, bj)
 
-    def seed(self, b: int) -> None:
-        """Diagonal block: each row's nearest candidates within its tile of the diagonal seed its empty heap, then
-        the rest of the block is screened like any other block."""
-        i0 = b * self.block
-        rows = self.x[i0 : i0 + self.block]
-        sim = self._buffer("sim", (len(rows), len(rows)))
-        torch.mm(rows, rows.T, out=sim)
-        dots = sim.numpy()
-        for t0 in range(0, len(rows), _SEED_TILE):
-            tile = slice(t0, min(t0 + _SEED_TILE, len(rows)))
-            keys = self.half[i0 + tile.start : i0 + tile.stop][None, :] - dots[tile, tile]  # (t, t)
-            np.fill_diagonal(keys, np.inf)  # a query is not its own neighbour
-            local = np.broadcast_to(np.arange(keys.shape[1]), keys.shape)
-            most = int(self.heaps.capacity[i0 + tile.start : i0 + tile.stop].max())
-            if keys.shape[1] > most:  # the heaps keep at most `most` candidates anyway: hand them only those
-                local = np.argpartition(keys, most - 1, axis=1)[:, :most] if most else local[:, :0]
-                keys = np.take_along_axis(keys, local, axis=1)
-            self.heaps.add_rows(keys, self.ids[i0 + tile.start + local], row0=i0 + tile.start)
-            dots[tile, tile] = -np.inf  # offered: the screen below must not offer these again
-        if len(rows) > _SEED_TILE:
-            self._offer_rows(dots, i0, i0)
+    def diagonal(self, b: int) -> None:
+        """Strips of the upper triangle, bottom first: a strip's diagonal tile seeds its rows' empty heaps, then the
+        rest of the strip (its rows against the rows below, already seeded) is screened both ways."""
+        heap = self.heaps.heaps[b]
+        if heap is None:
+            return  # no row of this block wants neighbours; the block's pairs have nothing to update
+        i0, n = self.heaps.span(b)
+        rows = self.x[i0 : i0 + n]
+        for s0, s1 in reversed(_strips(n, self.tile)):
+            sim = self._scratch("sim", (s1 - s0, n - s0))
+            torch.mm(rows[s0:s1], rows[s0:].T, out=sim)  # (t, n - s0) the strip's upper-triangle dot products
+            dots = sim.numpy()
+            self._seed(heap, dots[:, : s1 - s0], i0 + s0, s0)
+            if s1 < n:
+                self._screen(dots[:, s1 - s0 :], (heap, s0, i0 + s0), (heap, s1, i0 + s1))
 
-    def run(self, bi: int, bj: int) -> None:
-        i0, j0 = bi * self.block, bj * self.block
-        rows, cols = self.x[i0 : i0 + self.block], self.x[j0 : j0 + self.block]
-        sim = self._buffer("sim", (len(rows), len(cols)))
-        torch.mm(rows, cols.T, out=sim)  # (bi, bj) dot products, each pair once
-        dots = sim.numpy()
-        self._offer_columns(dots, i0, j0)  # block J's rows first: the next step may overwrite `dots`
-        self._offer_rows(dots, i0, j0)
-
-    def _offer_rows(self, dots: np.ndarray, i0: int, j0: int) -> None:
-        """Rows of block I, candidates from block J: keys half[j] - dots[r, c]."""
-        n_rows, n_cols = dots.shape
-        half_cols = self.half[j0 : j0 + n_cols]
-        floor = self._floor(half_cols, i0, n_rows)[:, None]
-        passed = _passing(dots, floor, _DENSE_FRACTION_ROWS, self._buffer("passed", dots.shape, torch.bool))
-        if passed is None:
-            keys = np.subtract(half_cols[None, :], dots, out=dots)
-            self.heaps.add_dense(keys, self.ids[j0 : j0 + n_cols], row0=i0)
+    def pair(self, bi: int, bj: int) -> None:
+        heap_i, heap_j = self.heaps.heaps[bi], self.heaps.heaps[bj]
+        if heap_i is None and heap_j is None:
             return
-        r, c, dot = passed  # by row (row-major order): the heaps are split into runs of rows
-        self.heaps.add_sparse(r + i0, half_cols[c] - dot, self.ids[c + j0])
+        (i0, n_rows), (j0, n_cols) = self.heaps.span(bi), self.heaps.span(bj)
+        sim = self._scratch("sim", (n_rows, n_cols))
+        torch.mm(self.x[i0 : i0 + n_rows], self.x[j0 : j0 + n_cols].T, out=sim)  # (bi, bj) each pair once
+        self._screen(sim.numpy(), (heap_i, 0, i0), (heap_j, 0, j0))
 
-    def _offer_columns(self, dots: np.ndarray, i0: int, j0: int) -> None:
-        """Rows of block J, candidates from block I: keys half[i] - dots[r, c], read down column c."""
+    def _seed(self, heap: _TopKHeaps, tile: np.ndarray, at: int, row0: int) -> None:
+        """(t, t) dot products of positions at.. with themselves: each row's `heap.k` nearest (itself excluded)
+        seed its heap (rows row0.. of the block's heap array)."""
+        keys = self.half[at : at + len(tile)][None, :] - tile  # (t, t)
+        np.fill_diagonal(keys, np.inf)  # a query is not its own neighbour
+        local = np.broadcast_to(np.arange(keys.shape[1]), keys.shape)
+        if keys.shape[1] > heap.k:  # the heaps keep at most k candidates anyway: hand them only those
+            local = np.argpartition(keys, heap.k - 1, axis=1)[:, : heap.k]
+            keys = np.take_along_axis(keys, local, axis=1)
+        heap.add_rows(keys, self.ids[at + local], row0=row0)
+
+    def _screen(self, dots: np.ndarray, rows: tuple[_TopKHeaps | None, int, int],
+                cols: tuple[_TopKHeaps | None, int, int]) -> None:
+        """Offer the (r, c) `dots` (a view, rows may be strided) to both sides: row i of `dots` is row row0 + i of
+        the rows' heap array (search position at + i) and gets candidates half[col] - dot; column j likewise.
+        `rows` and `cols` are (heap array or None, first row in it, first search position)."""
+        (heap_r, row0, at_r), (heap_c, col0, at_c) = rows, cols
         n_rows, n_cols = dots.shape
-        half_rows = self.half[i0 : i0 + n_rows]
-        floor = self._floor(half_rows, j0, n_cols)[None, :]
-        passed = _passing(dots, floor, _DENSE_FRACTION_COLUMNS, self._buffer("passed", dots.shape, torch.bool))
-        if passed is None:
-            keys_t = self._buffer("keys_t", (n_cols, n_rows))
-            keys_t.copy_(torch.from_numpy(dots).T)  # torch transposes faster than numpy
-            keys = np.subtract(half_rows[None, :], keys_t.numpy(), out=keys_t.numpy())
-            self.heaps.add_dense(keys, self.ids[i0 : i0 + n_rows], row0=j0)
-            return
-        r, c, dot = _sorted_by(passed[1], *passed)  # by column: its heap is then updated while in cache
-        self.heaps.add_sparse(c + j0, half_rows[r] - dot, self.ids[r + i0])
+        half_r, half_c = self.half[at_r : at_r + n_rows], self.half[at_c : at_c + n_cols]
+        ids_r, ids_c = self.ids[at_r : at_r + n_rows], self.ids[at_c : at_c + n_cols]
+        floor_r = self._floor(at_r, n_rows, float(half_c.min()))
+        floor_c = self._floor(at_c, n_cols, float(half_r.min()))
+        shape, groups = (n_rows // _GROUP, n_cols), self.block // _GROUP
+        found_r, found_c = _screened(dots, floor_r, floor_c, self._scratch("gmax", shape, rows=groups).numpy(),
+                                     self._scratch("cand", shape, torch.bool, groups).numpy(),
+                                     self._scratch("cand_c", shape, torch.bool, groups).numpy())
+        if heap_c is not None:
+            if found_c is None:
+                keys = self._scratch("keys", (n_cols, n_rows))
+                keys.copy_(torch.from_numpy(dots).T)  # a blocked transpose: 4x faster than subtracting from .T
+                torch.sub(torch.from_numpy(half_r)[None, :], keys, out=keys)
+                heap_c.add_dense(keys.numpy(), ids_r, row0=col0)
+            else:
+                r, c, d = found_c
+                heap_c.add_sparse(c + col0, half_r[r] - d, ids_r[r])
+        if heap_r is not None:
+            if found_r is None:
+                keys = self._scratch("keys", (n_rows, n_cols))
+                torch.sub(torch.from_numpy(half_c)[None, :], torch.from_numpy(dots), out=keys)
+                heap_r.add_dense(keys.numpy(), ids_c, row0=row0)
+            else:
+                r, c, d = found_r
+                heap_r.add_sparse(r + row0, half_c[c] - d, ids_c[c])
 
-    def _floor(self, half_candidates: np.ndarray, row0: int, n_rows: int) -> np.ndarray:
+    def _floor(self, at: int, n_rows: int, half_min: float) -> np.ndarray:
         """(n_rows,) dot products at or below this cannot beat the row's current largest kept key (tau): a
-        candidate enters only if half[j] - dot < tau, i.e. dot > half[j] - tau >= min(half) - tau; minus a slack
-        for rounding. -inf (all pass) while a heap is not full (tau = inf), +inf for rows without a heap."""
-        tau = self.heaps.largest_keys(row0, n_rows)
-        slack = _SCREEN_SLACK * (np.where(np.isfinite(tau), np.abs(tau), 0) + self.slack_floor)
-        return (half_candidates.min() - tau) - slack
+        candidate enters only if half[j] - dot < tau, i.e. dot > half[j] - tau >= half_min - tau; minus a slack
+        for rounding. -inf (all pass) while a heap is not full (tau = inf), about +FLT_MAX for rows without a heap
+        (tau = -FLT_MAX): nothing passes."""
+        tau = self.heaps.largest_keys(at, n_rows)
+        floor = np.subtract(half_min, tau)
+        floor -= _SCREEN_SLACK * np.abs(tau)
+        floor -= self.slack
+        return floor
 
-    def _buffer(self, name: str, shape: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """A per-thread scratch tensor, reused across blocks (fresh pages would cost more than the work)."""
+    def _scratch(self, name: str, shape: tuple[int, int], dtype: torch.dtype = torch.float32,
+                 rows: int | None = None) -> torch.Tensor:
+        """A per-thread scratch tensor, reused across blocks (fresh pages would cost more than the work), made once
+        with room for `rows` (default: block) rows of a block's width."""
         store = self.buffers.__dict__
         flat = store.get(name)
         if flat is None:
-            flat = store[name] = torch.empty(self.block * self.block, dtype=dtype)
+            flat = store[name] = torch.empty((self.block if rows is None else rows) * self.block, dtype=dtype)
         return flat[: shape[0] * shape[1]].view(shape)
 
 
-def _passing(dots: np.ndarray, floor: np.ndarray, dense_fraction: float,
-             scratch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(r, c, dots[r, c]) of the entries above `floor` ((rows, 1) or (1, cols)), in row-major order, or None when
-    more than `dense_fraction` of the entries pass (then offering the whole block is cheaper)."""
-    passed = scratch.numpy()  # (rows, cols) bool
-    np.greater(dots, floor, out=passed)
-    if np.count_nonzero(passed) > dense_fraction * passed.size:
-        return None
-    flat = np.flatnonzero(passed)
-    r, c = np.divmod(flat, dots.shape[1])
-    return r, c, dots.reshape(-1)[flat]
+def _screened(dots: np.ndarray, floor_rows: np.ndarray, floor_cols: np.ndarray, group_max: np.ndarray,
+              candidate: np.ndarray, scratch: np.ndarray) -> tuple[_Found | None, _Found | None]:
+    """For each side of (r, c) `dots` (any strides), the entries above their floor: (rows, cols, dots) of those
+    above their row's floor (for the rows' heaps), and of those above their column's floor; None for a side whose
+    groups pass too often (see _DENSE_GROUPS_ROWS): that side is offered whole.
+
+    One pass over the block takes the maximum of each group of _GROUP rows in each column (a vectorised
+    reduction, a fraction of a full compare-and-collect pass); a group passes for the columns if that maximum beats
+    its column's floor, for the rows if it beats its rows' smallest floor. Only the entries of passing groups are
+    read again and tested exactly. `group_max`, `candidate` and `scratch` are (r // _GROUP, c) scratch arrays.
+    """
+    n_rows, n_cols = dots.shape
+    n_groups = n_rows // _GROUP
+    whole = n_groups * _GROUP
+    grouped = dots[:whole].reshape(n_groups, _GROUP, n_cols)  # a view: rows keep their stride
+    torch.amax(torch.from_numpy(grouped), dim=1, out=torch.from_numpy(group_max))
+    group_floor = floor_rows[:whole].reshape(n_groups, _GROUP)
+    np.greater(group_max, group_floor.min(1)[:, None], out=candidate)  # (g, c) for the rows' side
+    np.greater(group_max, floor_cols[None, :], out=scratch)  # (g, c) for the columns' side
+    dense_rows = np.count_nonzero(candidate) > _DENSE_GROUPS_ROWS * candidate.size
+    dense_cols = np.count_nonzero(scratch) > _DENSE_GROUPS_COLUMNS * candidate.size
+    if dense_rows and dense_cols:
+        return None, None
+    if not (dense_rows or dense_cols):
+        candidate |= scratch
+    elif dense_rows:
+        candidate = scratch
+    g, c = np.divmod(np.flatnonzero(candidate), n_cols)
+    values = grouped[g, :, c]  # (m, G) the passing groups' entries
+    rest = dots[whole:]  # (< G, c) the rows past the last whole group, tested directly
+    found_rows = found_cols = None
+    if not dense_rows:
+        found_rows = _in_groups(values > group_floor[g], g, c, values)
+        if whole < n_rows:
+            found_rows = _with_rest(found_rows, rest > floor_rows[whole:, None], rest, whole)
+    if not dense_cols:
+        found_cols = _in_groups(values > floor_cols[c][:, None], g, c, values)
+        if whole < n_rows:
+            found_cols = _with_rest(found_cols, rest > floor_cols[None, :], rest, whole)
+    return found_rows, found_cols
 
 
-def _sorted_by(key: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    """`arrays` reordered by a small non-negative int key (stable; a radix sort when the key fits 16 bits)."""
-    order = np.argsort(key.astype(np.uint16) if key.size and key.max() < 1 << 16 else key, kind="stable")
-    return tuple(a[order] for a in arrays)
+def _in_groups(passed: np.ndarray, g: np.ndarray, c: np.ndarray, values: np.ndarray) -> _Found:
+    """(rows, cols, dots) of the passing entries of groups (g, c) with (m, G) `values` and `passed`."""
+    e = np.flatnonzero(passed)
+    at = e // _GROUP
+    return g[at] * _GROUP + e % _GROUP, c[at], values.reshape(-1)[e]
 
 
-class _RowHeaps:
-    """Per-row heaps of the `capacity[r]` smallest (key, id) pairs offered so far, for rows in search order.
-    Rows of equal capacity are contiguous (the search sorts them so); each run is one faiss heap array, all of them
-    views of one flat buffer, so every row's largest kept key can be read in one gather. Methods take absolute row
-    positions and split them over the runs."""
+def _with_rest(found: _Found, passed: np.ndarray, rest: np.ndarray, row0: int) -> _Found:
+    """`found` plus the passing entries of `rest` (rows row0..)."""
+    r, c = np.nonzero(passed)
+    rows, cols, dots = found
+    return np.concatenate([rows, r + row0]), np.concatenate([cols, c]), np.concatenate([dots, rest[r, c]])
 
-    def __init__(self, capacity: np.ndarray) -> None:
-        self.capacity = capacity  # (N,) non-decreasing
-        self.starts = np.flatnonzero(np.diff(capacity, prepend=-1))  # (S,) first row of each run
-        offsets = np.concatenate([[0], np.cumsum(capacity)])  # (N + 1,) where each row's heap begins
-        self.keys = np.full(int(offsets[-1]) + 1, -np.inf, dtype=np.float32)  # the last slot: "no heap"
+
+class _BlockHeaps:
+    """One faiss heap array per block of `block` rows (in search order), of the largest capacity among its rows
+    (rows are sorted by capacity, so the others waste little). All keys live in one flat buffer, so every row's
+    largest kept key is one gather away; a last slot holds -FLT_MAX for rows that want no neighbours."""
+
+    def __init__(self, capacity: np.ndarray, block: int) -> None:
+        n = len(capacity)
+        self.block = block
+        self.starts = np.arange(0, n, block)  # (B,) first row of each block
+        self.n_blocks = len(self.starts)
+        sizes = np.minimum(self.starts + block, n) - self.starts
+        ks = np.maximum.reduceat(capacity, self.starts)  # (B,) heap size
+        offsets = np.concatenate([[0], np.cumsum(ks * sizes)])  # where each block's heaps begin
+        self.keys = np.full(int(offsets[-1]) + 1, np.finfo(np.float32).min, dtype=np.float32)
         self.ids = np.full(int(offsets[-1]), -1, dtype=np.int64)
-        self.top = np.where(capacity > 0, offsets[:-1], len(self.keys) - 1)  # (N,) index of each row's largest
-        stops = [*self.starts[1:].tolist(), len(capacity)]
-        self.runs: list[_TopKHeaps | None] = []
-        for start, stop in zip(self.starts.tolist(), stops):
-            k, base = int(capacity[start]), int(offsets[start])
-            size = (stop - start) * k
-            self.runs.append(_TopKHeaps(self.keys[base : base + size].reshape(-1, k),
-                                        self.ids[base : base + size].reshape(-1, k)) if k else None)
+        block_of = np.arange(n) // block
+        first = offsets[block_of] + (np.arange(n) - self.starts[block_of]) * ks[block_of]
+        self.top = np.where(capacity > 0, first, len(self.keys) - 1)  # (N,) where each row's largest key is
+        self.heaps: list[_TopKHeaps | None] = []
+        for b in range(self.n_blocks):
+            k, lo, hi = int(ks[b]), int(offsets[b]), int(offsets[b + 1])
+            self.heaps.append(_TopKHeaps(self.keys[lo:hi].reshape(-1, k), self.ids[lo:hi].reshape(-1, k))
+                              if k else None)
 
-    def largest_keys(self, row0: int, n_rows: int) -> np.ndarray:
-        """(n_rows,) the largest kept key of each row: inf while its heap is not full, -inf without a heap."""
-        return self.keys[self.top[row0 : row0 + n_rows]]
+    def span(self, b: int) -> tuple[int, int]:
+        """(first position, rows) of block b."""
+        start = int(self.starts[b])
+        return start, min(self.block, len(self.top) - start)
 
-    def add_dense(self, keys: np.ndarray, ids: np.ndarray, *, row0: int) -> None:
-        """Offer a contiguous (rows, cols) block of keys to rows row0..; `ids` (cols,) the same for every row."""
-        for run, start, lo, hi in self._pieces(row0, keys.shape[0]):
-            run.add_dense(keys[lo - row0 : hi - row0], ids, row0=lo - start)
-
-    def add_rows(self, keys: np.ndarray, ids: np.ndarray, *, row0: int) -> None:
-        """Offer (rows, m) keys with their own (rows, m) ids to rows row0.."""
-        for run, start, lo, hi in self._pieces(row0, keys.shape[0]):
-            run.add_rows(keys[lo - row0 : hi - row0], ids[lo - row0 : hi - row0], row0=lo - start)
-
-    def add_sparse(self, rows: np.ndarray, keys: np.ndarray, ids: np.ndarray) -> None:
-        """Offer candidates (rows[e], keys[e], ids[e]), `rows` absolute and non-decreasing."""
-        if len(rows) == 0:
-            return
-        for run, start, lo, hi in self._pieces(int(rows[0]), int(rows[-1]) + 1 - int(rows[0])):
-            a, b = np.searchsorted(rows, [lo, hi])
-            run.add_sparse(rows[a:b] - start, keys[a:b], ids[a:b])
-
-    def sorted_segments(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """(first row, keys, ids) of each run with heaps, each row by increasing (key, id)."""
-        return [(int(start), *run.sorted()) for start, run in zip(self.starts.tolist(), self.runs) if run]
-
-    def _pieces(self, row0: int, n_rows: int) -> list[tuple[_TopKHeaps, int, int, int]]:
-        """(run, its first row, lo, hi) for each run with heaps that holds rows lo..hi-1 of [row0, row0 + n_rows)."""
-        first = int(np.searchsorted(self.starts, row0, side="right")) - 1
-        last = int(np.searchsorted(self.starts, row0 + n_rows, side="left"))
-        bounds = [row0, *self.starts[first + 1 : last].tolist(), row0 + n_rows]
-        pieces = []
-        for s in range(len(bounds) - 1):
-            run = self.runs[first + s]
-            if run is not None:
-                pieces.append((run, int(self.starts[first + s]), bounds[s], bounds[s + 1]))
-        return pieces
+    def largest_keys(self, at: int, n_rows: int) -> np.ndarray:
+        """(n_rows,) the largest kept key of positions at..: inf while its heap is not full, -FLT_MAX without."""
+        return self.keys[self.top[at : at + n_rows]]
 
 
 class _TopKHeaps:
@@ -423,6 +517,7 @@ class _TopKHeaps:
     def __init__(self, keys: np.ndarray, ids: np.ndarray) -> None:
         keys.fill(np.inf)  # empty heaps
         self.keys = keys  # (n, k) contiguous; keys[:, 0] is each heap's largest
+        self.k = keys.shape[1]
         self.ids = ids  # (n, k) contiguous
         self.heaps = faiss.float_maxheap_array_t()
         self.heaps.nh, self.heaps.k = keys.shape

@@ -354,6 +354,26 @@ def test_duplicates_tie_in_increasing_index_order_across_blocks() -> None:
     assert torch.equal(_knn._torch_chunked(x, 30, chunk_elements=160 * 9), expected)
 
 
+def test_rows_with_ties_are_redone_in_the_same_order_whatever_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # _exact_rows's matmul may round a row's keys by its place among the rows redone with it: the rows must reach
+    # it in one order (search order), not in the order the workers happened to finish their blocks.
+    x, _ = duplicated(31)
+    calls: list[np.ndarray] = []
+    exact_rows = _knn._exact_rows
+    monkeypatch.setattr(_knn, "_exact_rows", lambda *args: calls.append(args[1].copy()) or exact_rows(*args))
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n_threads in (1, 2, 2, 2):
+            torch.set_num_threads(n_threads)
+            results.append(_knn._faiss_symmetric(x, 30, 16))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 4 and len(calls[0]) > 20  # many rows tie at their last place
+    assert all(np.array_equal(c, calls[0]) for c in calls)
+    assert all(torch.equal(r, results[0]) for r in results)
+
+
 def test_ties_straddling_the_kth_place_keep_the_lowest_indices() -> None:
     # Every row has 9 exactly tied candidates around its 4th place (10 copies of one point, scattered so that
     # they reach the heaps in no particular order): only the lowest indices may be kept.
