@@ -5,7 +5,10 @@ its epochs, ASHA stops the weak ones at its rungs. Epochs are counted in the ord
 timeline); "needed" is the number of epochs run when the best recall@1 so far first came within `--tolerance` of
 FIFO's final best. Goal: ASHA needs >= 3x fewer.
 
-    python benchmarks/bench_asha.py [--num-samples 28] [--tolerance 0.01]
+`--asha G:R,...` runs ASHA once per (grace_period, reduction_factor) pair (default: the config's own). With
+`--storage DIR` the studies are kept; running again restores finished ones instead of training them again.
+
+    python benchmarks/bench_asha.py [--num-samples 28] [--tolerance 0.01] [--asha 2:2,1:3] [--storage DIR]
 """
 
 from __future__ import annotations
@@ -29,12 +32,16 @@ def epochs_to_reach(epochs: pd.DataFrame, target: float, metric: str) -> int | N
     return int(reached.argmax()) + 1 if reached.any() else None
 
 
-def run(kind: str, storage: str, num_samples: int) -> pd.DataFrame:
-    """The default study with scheduler.type = `kind`; returns its epochs table."""
+def run(storage: str, num_samples: int, scheduler: dict[str, object]) -> tuple[pd.DataFrame, float]:
+    """The default study with `scheduler` merged into its scheduler section; (epochs table, wall seconds)."""
     raw = read_yaml((ROOT / "configs" / "default.yaml").read_text())
-    raw["scheduler"] = {**(raw.get("scheduler") or {}), "type": kind}
-    study = run_study(parse_config(raw, storage=storage, name=kind, num_samples=num_samples), progress=False)
-    return pd.read_parquet(Path(study.study_dir, "results", "epochs.parquet"))
+    raw["scheduler"] = {**(raw.get("scheduler") or {}), **scheduler}
+    name = "fifo" if scheduler["type"] == "fifo" else f"asha-g{scheduler['grace_period']}-r{scheduler['reduction_factor']}"
+    study = run_study(parse_config(raw, storage=storage, name=name, num_samples=num_samples), progress=False)
+    epochs = pd.read_parquet(Path(study.study_dir, "results", "epochs.parquet"))
+    # The study's own span (first epoch start to last report), not this process's: a restored study trains nothing.
+    wall = float(epochs["timestamp"].max() - (epochs["timestamp"] - epochs["time_total_s"]).min())
+    return epochs, wall
 
 
 def main() -> None:
@@ -42,24 +49,32 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=28)
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--metric", default="recall@1")
+    parser.add_argument("--asha", default=None, help="comma-separated grace_period:reduction_factor pairs")
+    parser.add_argument("--storage", default=None, help="keep the studies here (default: a temporary directory)")
     args = parser.parse_args()
+    default = read_yaml((ROOT / "configs" / "default.yaml").read_text())["scheduler"]
+    pairs = [tuple(int(x) for x in p.split(":")) for p in args.asha.split(",")] if args.asha else \
+        [(default["grace_period"], default["reduction_factor"])]
 
-    with tempfile.TemporaryDirectory() as storage:
-        fifo = run("fifo", storage, args.num_samples)
-        asha = run("asha", storage, args.num_samples)
-    target = fifo[args.metric].max() - args.tolerance
-    need_fifo = epochs_to_reach(fifo, target, args.metric)
-    need_asha = epochs_to_reach(asha, target, args.metric)
-    print(f"default study, {args.num_samples} trials each; target {args.metric} >= {target:.4f} "
-          f"(FIFO best {fifo[args.metric].max():.4f} - {args.tolerance})")
-    print(f"  FIFO: {len(fifo):4d} epochs in all, best {fifo[args.metric].max():.4f}, target after {need_fifo} epochs")
-    shown = "never" if need_asha is None else f"after {need_asha} epochs"
-    print(f"  ASHA: {len(asha):4d} epochs in all, best {asha[args.metric].max():.4f}, target {shown}")
-    if need_asha is not None and need_fifo is not None:
-        print(f"  ASHA needs {need_fifo / need_asha:.2f}x fewer epochs to reach the target (goal >= 3x); "
-              f"total compute {len(fifo) / len(asha):.2f}x less")
-    else:
-        print(f"  ASHA did not reach the target; total compute {len(fifo) / len(asha):.2f}x less")
+    with tempfile.TemporaryDirectory() as scratch:
+        storage = args.storage or scratch
+        fifo, fifo_wall = run(storage, args.num_samples, {"type": "fifo"})
+        target = fifo[args.metric].max() - args.tolerance
+        need_fifo = epochs_to_reach(fifo, target, args.metric)
+        print(f"default study, {args.num_samples} trials each; target {args.metric} >= {target:.4f} "
+              f"(FIFO best {fifo[args.metric].max():.4f} - {args.tolerance})")
+        print(f"  FIFO: {len(fifo):4d} epochs in all ({fifo_wall:.0f} s), best {fifo[args.metric].max():.4f}, "
+              f"target after {need_fifo} epochs")
+        for grace, factor in pairs:
+            asha, wall = run(storage, args.num_samples,
+                             {"type": "asha", "grace_period": grace, "reduction_factor": factor})
+            need = epochs_to_reach(asha, target, args.metric)
+            shown = "never" if need is None else f"after {need} epochs"
+            ratio = "" if need is None or need_fifo is None else \
+                f"; {need_fifo / need:.2f}x fewer epochs to the target (goal >= 3x)"
+            print(f"  ASHA grace {grace} factor {factor}: {len(asha):4d} epochs in all ({wall:.0f} s), "
+                  f"best {asha[args.metric].max():.4f}, target {shown}{ratio}; "
+                  f"total compute {len(fifo) / len(asha):.2f}x less")
 
 
 if __name__ == "__main__":

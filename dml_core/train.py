@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import enum
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,15 @@ def _enum(kind: type[enum.Enum], value: Any, name: str) -> Any:
         raise ValueError(f"{name} must be one of {valid}, got {value!r}") from None
 
 
+def _is_int(value: object) -> bool:
+    """An int that is not a bool: YAML's `true` must not pass for 1."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy ints too
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs; a trial of a study is this plus its sampled hyperparameters."""
@@ -142,36 +152,39 @@ class TrainConfig:
             if not isinstance(value, Mapping):
                 raise ValueError(f"{name} must be a mapping, got {value!r}")
             object.__setattr__(self, name, dict(value))
-        object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
+        ks = tuple(self.ks) if isinstance(self.ks, (tuple, list)) else (self.ks,)
+        if not ks or not all(_is_int(k) and k >= 1 for k in ks):
+            raise ValueError(f"ks must be a non-empty list of positive integers, got ks={self.ks!r}")
+        object.__setattr__(self, "ks", ks)
         self._validate()
 
     def _validate(self) -> None:
         positive_ints = ("embedding_dim", "batch_size", "m_per_class", "epochs", "eval_batch_size", "num_folds")
         for name in positive_ints:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
         if self.batch_size % self.m_per_class:
             raise ValueError(f"batch_size must be a multiple of m_per_class, got batch_size={self.batch_size}, "
                              f"m_per_class={self.m_per_class}")
-        if self.batches_per_epoch is not None and (not isinstance(self.batches_per_epoch, int)
+        if self.batches_per_epoch is not None and (not _is_int(self.batches_per_epoch)
                                                    or self.batches_per_epoch < 1):
             raise ValueError(f"batches_per_epoch must be a positive integer or null, "
                              f"got batches_per_epoch={self.batches_per_epoch!r}")
         for name in ("lr", "loss_lr"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+            if value is not None and not (_is_number(value) and value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number, got {name}={value!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got weight_decay={self.weight_decay!r}")
-        if not 0 <= self.momentum < 1:
+        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got momentum={self.momentum!r}")
-        if self.fold is not None and not (isinstance(self.fold, int) and 0 <= self.fold < self.num_folds):
+        if self.fold is not None and not (_is_int(self.fold) and 0 <= self.fold < self.num_folds):
             raise ValueError(f"fold must be null or in 0..num_folds-1, got fold={self.fold!r}, "
                              f"num_folds={self.num_folds}")
-        if not self.ks or min(self.ks) < 1:
-            raise ValueError(f"ks must be positive integers, got ks={self.ks!r}")
-        if self.num_workers < 0:
+        if not _is_int(self.seed):
+            raise ValueError(f"seed must be an integer, got seed={self.seed!r}")
+        if not _is_int(self.num_workers) or self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got num_workers={self.num_workers!r}")
         if self.device != "auto":
             try:
@@ -280,18 +293,30 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer,
     return None
 
 
-def _batches(dataset: DMLDataset, sampler: MPerClassSampler, config: TrainConfig,
-             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _augmentation_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's random augmentations: a function of (seed, epoch) alone, so a run resumed at an
+    epoch boundary draws the same crops and flips as an uninterrupted one."""
+    return (seed * 1_000_003 + epoch) % (2**63 - 1)
+
+
+def _batches(dataset: DMLDataset, sampler: MPerClassSampler, config: TrainConfig, device: torch.device,
+             epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Training batches: in-memory data is indexed directly (no worker or collate cost); disk data via a loader."""
     if hasattr(dataset, "get_batch"):
         for indices in sampler:
             images, labels = dataset.get_batch(torch.as_tensor(indices))
             yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         return
+    # torchvision's random transforms draw from torch's global RNG: in the main process (num_workers=0) we fork
+    # and seed it for the epoch; workers are seeded from the loader's generator (base seed + worker id).
+    seed = _augmentation_seed(config.seed, epoch)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers,
-                                         pin_memory=device.type == "cuda")
-    for images, labels in loader:
-        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                                         pin_memory=device.type == "cuda",
+                                         generator=torch.Generator().manual_seed(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for images, labels in loader:
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -377,7 +402,7 @@ def train(config: TrainConfig, *, on_epoch: OnEpoch | None = None,
     for epoch in range(start_epoch + 1, config.epochs + 1):
         epoch_started = time.perf_counter()
         train_loss = _train_epoch(epoch, model, loss_fn, miner, optimizer, scheduler, scaler,
-                                  _batches(train_set, sampler, config, device), device, amp_dtype)
+                                  _batches(train_set, sampler, config, device, epoch), device, amp_dtype)
         train_time = time.perf_counter() - epoch_started
 
         eval_started = time.perf_counter()

@@ -22,6 +22,7 @@ from search_spaces._hparam import HParamDef
 from search_spaces._loss_defaults import LOSS_DEFAULTS
 from search_spaces._miner_defaults import MINER_DEFAULTS
 from search_spaces._params import Choice, Fixed, Grid, IntRange, LogUniform, Param, Uniform
+from search_spaces._probe import boundary_configs, boundary_values
 from search_spaces._presets import Preset, full_comparison, sensitivity
 from search_spaces._registry import NO_MINER
 from search_spaces._sample import sample
@@ -34,7 +35,7 @@ __all__ = [
     "Domain", "HParamDef", "LOSS_DEFAULTS", "MINER_DEFAULTS", "NO_MINER",
     "Entry", "MinerSpace", "LossSpace", "StudySpace", "Preset", "full_comparison", "sensitivity",
     "SPACE_KEYS", "space_from_config", "parse_spec", "to_spec",
-    "sample", "grid", "columns", "log_scale", "to_optuna",
+    "sample", "grid", "columns", "log_scale", "to_optuna", "boundary_values", "boundary_configs",
 ]
 
 

@@ -71,21 +71,15 @@ def _check_train_columns(columns: Mapping[str, str]) -> None:
                 raise ConfigError(f"search.space.train.{name}", f"not a training field; expected one of: {valid}")
 
 
-def _check_sample(base: TrainConfig, sampled: Mapping[str, Any], num_classes: int) -> None:
-    """Build the loss, miner and TrainConfig of one sampled configuration: catches bad fixed values now."""
+def _check_sample(base: TrainConfig, sampled: Mapping[str, Any], num_classes: int, path: str) -> None:
+    """Build the loss, miner and TrainConfig of one configuration: bad values fail now, naming `path`."""
     loss = sampled["loss"]
     try:
         config = trial_train_config(base, sampled)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError("search.space.train", str(exc)) from None
-    try:
         make_loss(loss, num_classes=num_classes, embedding_dim=config.embedding_dim, **config.loss_params)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"search.space.{loss}", str(exc)) from None
-    try:
         make_miner(config.miner, **config.miner_params)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"search.space.miners.{config.miner}", str(exc)) from None
+        raise ConfigError(path, str(exc)) from None
 
 
 def _check_storage(config: StudyConfig) -> None:
@@ -131,16 +125,19 @@ def plan_study(config: StudyConfig, *, check_data: bool = True) -> StudyPlan:
             grid = search_spaces.grid(space)
         except ValueError as exc:
             raise ConfigError("", str(exc)) from None  # the message names the parameter's key path
-        samples = grid
-    else:
-        rng = np.random.default_rng(config.search.seed)
-        samples = [search_spaces.sample(space, rng) for _ in range(64)]
+    # Every boundary of every range and every listed value, per loss and miner: a value that no trial could
+    # run with stops the study here, not inside a Ray worker.
+    for path, sampled in search_spaces.boundary_configs(space):
+        _check_sample(config.train, sampled, num_classes, path)
+    # Then whole sampled configurations, which also catch values that are only bad together.
+    samples = grid or [search_spaces.sample(space, rng)
+                       for rng in [np.random.default_rng(config.search.seed)] for _ in range(64)]
     seen: set[tuple[str, str]] = set()
     for sampled in samples:
         key = (sampled["loss"], sampled.get("miner", "none"))
         if key not in seen:
             seen.add(key)
-            _check_sample(config.train, sampled, num_classes)
+            _check_sample(config.train, sampled, num_classes, f"search.space.{sampled['loss']}")
 
     return StudyPlan(config=config, space=space, param_columns=columns, metrics=metric_names(config.train),
                      log_scale=dict(search_spaces.log_scale(space)), grid=grid)

@@ -76,6 +76,7 @@ def epochs_schema(param_columns: Mapping[str, str], metrics: Sequence[str]) -> p
     tail = [pa.field("seed", pa.int64()), pa.field("fold", pa.int64()), pa.field("epoch", pa.int64())]
     tail += [pa.field(m, pa.float64()) for m in metrics]
     tail += [pa.field(n, pa.float64()) for n in (*EPOCH_TIMING, "time_total_s", "timestamp")]
+    tail += [pa.field("node_id", pa.string())]
     return pa.schema(head + _param_fields(param_columns) + tail)
 
 
@@ -116,6 +117,8 @@ def epoch_row(head: Mapping[str, Any], result: Mapping[str, Any], metrics: Seque
     row["epoch"] = int(result["epoch"])
     for name in (*metrics, *EPOCH_TIMING, "time_total_s", "timestamp"):
         row[name] = _finite(result.get(name))
+    node = result.get("node_id")
+    row["node_id"] = None if node is None else str(node)
     return row
 
 

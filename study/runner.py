@@ -211,7 +211,11 @@ def _prepare_dir(plan: StudyPlan) -> tuple[bool, dict[str, Any]]:
     paths = study_paths(config.study_dir)
     text = read_text(paths["study"])
     if text is not None:
-        existing = json.loads(text)
+        try:
+            existing = json.loads(text)
+        except ValueError:
+            raise ConfigError(paths["study"], "not valid JSON; restore it from a copy, or remove the study "
+                                              "directory to start again") from None
         stored = load_study_config(config.study_dir)
         if _resolved_raw(stored) != _resolved_raw(config):
             raise ConfigError(config.study_dir, "a study with this name exists with a different configuration; "
@@ -232,7 +236,7 @@ def _quiet_libraries() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # With Tune's file loggers off (our recorder writes the results), ResultGrid warns per trial that it found
-    # no result.json; and the experiment snapshots we force per checkpoint are by design.
+    # no result.json; and experiment-state messages repeat per snapshot what the study prints once.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.ERROR)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)

@@ -78,6 +78,7 @@ class OptunaSearcher(_StatefulSearcher):
             self._study.enqueue_trial({LOSS_PARAM: loss})
         self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial, until told
         self._reported: dict[str, int] = {}  # Tune trial id -> last epoch reported to Optuna
+        self._epochs: dict[str, int] = {}  # Tune trial id -> its epochs, where the space samples train.epochs
 
     @property
     def study(self) -> optuna.Study:
@@ -90,7 +91,10 @@ class OptunaSearcher(_StatefulSearcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         trial = self._study.ask()
         self._trials[trial_id] = trial
-        return self._define_by_run(trial)
+        config = self._define_by_run(trial)
+        if "train.epochs" in config:
+            self._epochs[trial_id] = int(config["train.epochs"])
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id not in self._trials:
@@ -108,7 +112,8 @@ class OptunaSearcher(_StatefulSearcher):
             return
         if result is not None:
             self.on_trial_result(trial_id, result)
-        state, value = outcome(result, error=error, max_epochs=self._max_epochs, metric=self._metric)
+        max_epochs = self._epochs.pop(trial_id, self._max_epochs)
+        state, value = outcome(result, error=error, max_epochs=max_epochs, metric=self._metric)
         # Told trials leave the map, so a completion replayed after a restore is ignored above.
         self._study.tell(self._trials.pop(trial_id), value, state=state)
         self._reported.pop(trial_id, None)
@@ -116,13 +121,14 @@ class OptunaSearcher(_StatefulSearcher):
     def get_state(self) -> dict[str, Any]:
         # One pickle holds the study and the open trials, which refer to it.
         return {"study": self._study, "trials": dict(self._trials), "reported": dict(self._reported),
-                "max_epochs": self._max_epochs}
+                "max_epochs": self._max_epochs, "epochs": dict(self._epochs)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._study = state["study"]
         self._trials = dict(state["trials"])
         self._reported = dict(state["reported"])
         self._max_epochs = state["max_epochs"]
+        self._epochs = dict(state.get("epochs", {}))
 
 
 class GridSearcher(_StatefulSearcher):

@@ -10,6 +10,7 @@ import os
 import tempfile
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -37,10 +38,13 @@ def dml_trainable(config: dict[str, Any], base: TrainConfig) -> None:
         with checkpoint.as_directory() as directory:
             resume = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
 
+    # Which Ray node ran the trial: on a cluster, the first thing to look at when some trials are slow or fail.
+    node_id = ray.get_runtime_context().get_node_id()
+
     def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> bool:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(directory))
         return False  # stopping is the scheduler's call, made on the driver
 
     train(train_config, on_epoch=on_epoch, resume_from=resume)

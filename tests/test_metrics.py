@@ -515,8 +515,9 @@ def test_backend_by_name() -> None:
     assert retrieval_metrics(x, y, backend="torch") == retrieval_metrics(x, y, backend=KnnBackend.TORCH)
 
 
-def test_metrics_module_imports_no_orchestration_or_pml() -> None:
-    code = ("import sys, dml_core.metrics; "
+def test_dml_core_imports_no_orchestration_or_pml() -> None:
+    code = ("import sys, dml_core.metrics, dml_core.train, dml_core.data, dml_core.losses, dml_core.miners, "
+            "dml_core.models, dml_core.samplers; "
             "bad = {'ray', 'mlflow', 'pandas', 'optuna', 'pytorch_metric_learning', 'sklearn'} & set(sys.modules); "
             "sys.exit(sorted(bad) if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -92,6 +92,9 @@ def test_other_distance_mines_pml_sets(name, hparams, pml, dtype):
     ours = MINERS[name](**hparams, distance=ours_distance())(x, labels)
     theirs = pml({"distance": pml_distance()})(x, labels)
     assert as_sets(ours) == as_sets(theirs)
+    # Equal and non-empty: semihard with a negative margin is the one set that is empty by definition.
+    empty_by_definition = hparams.get("type_of_triplets") == "semihard" and hparams["margin"] < 0
+    assert (sum(map(len, as_sets(ours))) == 0) == empty_by_definition
 
 
 def test_triplet_margin_on_exact_ties_matches_pml():

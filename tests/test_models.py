@@ -135,6 +135,24 @@ def test_bad_weight_files(tmp_path: Path) -> None:
         make_model("resnet18", embedding_dim=8, pretrained_weights=tmp_path / "extra.pth")
 
 
+class _NotATensor:
+    pass
+
+
+def test_unsafe_or_mismatched_weight_files_give_one_line_errors(tmp_path: Path) -> None:
+    # A pickled object that weights_only=True refuses to load: one line naming the file, no unpickling.
+    torch.save({"conv.weight": _NotATensor()}, tmp_path / "object.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"not a torch file")
+    for bad in ("object.pth", "garbage.pth"):
+        with pytest.raises(ValueError, match=f"{bad} cannot be read as a tensors-only state dict") as info:
+            make_model("resnet18", embedding_dim=8, pretrained_weights=tmp_path / bad)
+        assert "\n" not in str(info.value)
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="other.pth does not match small_cnn") as info:
+        make_model("small_cnn", embedding_dim=8, pretrained_weights=tmp_path / "other.pth", in_channels=1)
+    assert "\n" not in str(info.value)
+
+
 def test_unknown_trunk_and_bad_sizes() -> None:
     with pytest.raises(ValueError, match="unknown trunk 'resnet19'.*small_cnn.*resnet18.*resnet50"):
         make_model("resnet19", embedding_dim=8)

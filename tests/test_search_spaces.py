@@ -190,3 +190,42 @@ def test_public_names_are_exported():
 
     for name in search_spaces.__all__:
         assert hasattr(search_spaces, name), name
+
+
+# ---- boundary configurations (checked before a study starts) ------------------------------------------------------
+
+@pytest.mark.parametrize("param, values", [
+    (Fixed(0.5), (0.5,)),
+    (Uniform(0.1, 0.3), (0.1, 0.3)),
+    (LogUniform(1e-3, 1.0), (1e-3, 1.0)),
+    (IntRange(2, 20), (2, 20)),
+    (Choice(["all", "hard"]), ("all", "hard")),
+    (Grid([0.01, 0.1, 1.0]), (0.01, 0.1, 1.0)),
+])
+def test_boundary_values_are_a_ranges_ends_and_every_option(param, values):
+    from search_spaces import boundary_values
+
+    assert boundary_values(param) == values
+
+
+def test_boundary_configs_vary_one_value_at_a_time_per_loss_and_miner():
+    from search_spaces import LossSpace, MinerSpace, StudySpace, boundary_configs
+
+    space = StudySpace(
+        losses=(LossSpace("triplet", {"margin": Uniform(0.01, 0.3)}, miners=("none", "triplet_margin")),
+                LossSpace("normalized_softmax", {"temperature": Grid([0.01, 0.1])})),
+        miners={"triplet_margin": MinerSpace("triplet_margin", {"type_of_triplets": Choice(["all", "hard"])})},
+        train={"lr": LogUniform(1e-4, 1e-2)})
+    configs = list(boundary_configs(space))
+    paths = [path for path, _ in configs]
+    # triplet x none: base + 2 margins + 2 lrs; triplet x triplet_margin: base + 2 + 2 types + 2; softmax: 1 + 2 + 2
+    assert len(configs) == 5 + 7 + 5
+    assert paths.count("search.space.triplet") == 2
+    assert paths.count("search.space.miners.triplet_margin.type_of_triplets") == 2
+    by_path = [c for p, c in configs if p == "search.space.train.lr"]
+    assert sorted(c["train.lr"] for c in by_path) == [1e-4, 1e-4, 1e-4, 1e-2, 1e-2, 1e-2]
+    for path, config in configs:
+        changed = {k for k in config if k not in ("loss", "miner")}
+        assert len(changed) <= 1  # the others stay at their defaults, so a failure names its one cause
+        if config["miner"] == "none":
+            assert not any(k.startswith("miner.") for k in config)

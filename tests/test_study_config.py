@@ -109,6 +109,13 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     ({"search": {"space": {"triplet": {"margin": {"loguniform": [0.5, 0.1]}}}}}, "search.space.triplet.margin"),
     ({"search": {"space": {"train": {"not_a_field": 1}}}}, "search.space.train.not_a_field"),
     ({"dataset": {"name": "cub200", "root": "/nonexistent/cub"}}, "/nonexistent/cub"),
+    # Values only reachable at a range's end or as one of several options: every one is built before Ray starts.
+    ({"search": {"space": {"train": {"lr": {"grid": [1.0e-3, -1.0]}}}}}, "search.space.train.lr: lr must be"),
+    ({"search": {"space": {"train": {"batch_size": {"int": [32, 66]}}}}}, "search.space.train.batch_size:"),
+    ({"search": {"space": {"train": {"optimizer": {"choice": ["adam", "lion"]}}}}},
+     "search.space.train.optimizer:"),
+    ({"search": {"losses": ["soft_triple"], "space": {"soft_triple": {"centers_per_class": {"grid": [2, 0]}}}}},
+     "search.space.soft_triple.centers_per_class:"),
 ])
 def test_cli_rejects_bad_config_with_exit_2_and_writes_nothing(tmp_path, doc, expected):
     config = tmp_path / "study.yaml"

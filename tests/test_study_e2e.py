@@ -18,7 +18,7 @@ import pytest
 from study.cli import main as cli_main
 from study.config import parse_config
 from study.rerun import rerun_trial
-from study.runner import resume_study, run_study
+from study.runner import run_study
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -54,12 +54,21 @@ def mlflow_runs(uri: str) -> tuple[Any, pd.DataFrame]:
     return MlflowClient(uri), mlflow.search_runs(search_all_experiments=True)
 
 
+def searcher_state(study_dir: str) -> dict[str, Any]:
+    """The searcher's state as Tune saved it with the experiment (our OptunaSearcher's get_state())."""
+    from ray import cloudpickle
+
+    (path,) = Path(study_dir, "tune").glob("searcher-state-*.pkl")
+    with open(path, "rb") as f:
+        return cloudpickle.load(f)
+
+
 def metric_points(client: Any, runs: pd.DataFrame, key: str = "recall_at_1") -> int:
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     return sum(len(client.get_metric_history(run_id, key)) for run_id in children["run_id"])
 
 
-def test_asha_study_parquet_equals_mlflow(ray_cluster, tmp_path):
+def test_asha_study_parquet_equals_mlflow(ray_cluster, tmp_path, capsys):
     run = run_study(tiny(tmp_path, "asha"), verbose=0)
     epochs, trials = tables(run.study_dir)
     assert len(trials) == 6
@@ -70,6 +79,7 @@ def test_asha_study_parquet_equals_mlflow(ray_cluster, tmp_path):
     stopped = trials[trials.status == "stopped"]
     assert (stopped["epochs"] < 3).all() and (stopped["stop_reason"] == "asha").all()
     assert epochs["recall@1"].between(0, 1).all()
+    assert epochs["node_id"].notna().all() and epochs["node_id"].nunique() == 1  # one local node
     # Finished trials' checkpoints are deleted: storage grows with the running trials, not the study.
     assert not list(Path(run.study_dir, "tune").rglob("checkpoint_*"))
     # Conditional columns: a loss's hyperparameters are null for the others.
@@ -77,6 +87,19 @@ def test_asha_study_parquet_equals_mlflow(ray_cluster, tmp_path):
     if len(softmax):
         assert softmax["loss.temperature"].notna().all()
         assert softmax.filter(like="loss.alpha").isna().all().all()
+
+    # Optuna was told what ASHA did: each stopped trial PRUNED with every epoch's value as an intermediate value
+    # (not COMPLETE with its last low-budget value, as Ray's OptunaSearch would), each full run COMPLETE.
+    study = searcher_state(run.study_dir)["study"]
+    told = sorted((t.state.name, tuple(v for _, v in sorted(t.intermediate_values.items())),
+                   t.value if t.state.name == "COMPLETE" else None) for t in study.get_trials())
+    expected = []
+    for trial in trials.to_dict("records"):
+        values = tuple(epochs[epochs.trial_id == trial["trial_id"]].sort_values("epoch")["recall@1"])
+        complete = trial["status"] == "completed"
+        expected.append(("COMPLETE" if complete else "PRUNED", values, values[-1] if complete else None))
+    assert told == sorted(expected)
+    assert sum(state == "PRUNED" for state, _, _ in told) == (trials["status"] == "stopped").sum() >= 1
 
     client, runs = mlflow_runs(run.tracking_uri)
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
@@ -91,19 +114,39 @@ def test_asha_study_parquet_equals_mlflow(ray_cluster, tmp_path):
     assert len(again.rerun) == len(again.recorded)
     assert again.max_abs_diff() < 1e-6
 
+    # show: trial counts by status and the best trial of each loss, from the tables.
+    capsys.readouterr()
+    assert cli_main(["show", run.study_dir]) == 0
+    shown = capsys.readouterr().out
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(trials["status"].value_counts().items()))
+    assert f"study asha: 6 finished trials ({counts}), 0 unfinished" in shown
+    for loss, group in trials.groupby("loss"):
+        best = group.loc[group["best_recall@1"].idxmax()]
+        assert f"trial {best['trial_id']}" in shown and f"{best['best_recall@1']:.4f}" in shown
+
     # report: `dml-study report` on the real study writes report.md with its numbers and valid PNGs.
     out = tmp_path / "report"
     assert cli_main(["report", run.study_dir, "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     best = trials.loc[trials["best_recall@1"].idxmax()]
-    assert best["trial_id"] in text and f"{best['best_recall@1']:.4f}"[:5] in text
+    assert best["trial_id"] in text and f"{best['best_recall@1']:.4f}" in text
+    for loss, group in trials.groupby("loss"):  # the best-per-loss table holds every loss's best trial
+        best_of_loss = group.loc[group["best_recall@1"].idxmax()]
+        assert best_of_loss["trial_id"] in text and f"{best_of_loss['best_recall@1']:.4f}" in text
+    # Bad report input: one line on stderr, exit code 2, nothing written.
+    capsys.readouterr()
+    assert cli_main(["report", str(tmp_path / "nowhere")]) == 2
+    assert cli_main(["report", run.study_dir, "--metric", "recall@3", "--out", str(tmp_path / "r2")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and "nowhere" in errors[0] and "recall@3" in errors[1], errors
+    assert not (tmp_path / "r2").exists()
     pngs = sorted(out.rglob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     for png in pngs:
         assert png.name in text  # embedded in the markdown
 
 
-def test_interrupted_study_resumes_without_loss_or_doubles(ray_cluster, tmp_path):
+def test_interrupted_study_resumes_without_loss_or_doubles(ray_cluster, tmp_path, capsys):
     """The driver crashes (a callback raises) after two trials; `resume` finishes the study."""
     doc = {**TINY, "name": "resume", "storage": str(tmp_path), "scheduler": {"type": "fifo"},
            "search": {**TINY["search"], "num_samples": 5}}
@@ -116,9 +159,10 @@ def test_interrupted_study_resumes_without_loss_or_doubles(ray_cluster, tmp_path
     epochs_before, trials_before = tables(study_dir)
     assert len(trials_before) < 5
 
-    run = resume_study(study_dir)
-    assert run.restored
-    epochs, trials = tables(run.study_dir)
+    capsys.readouterr()
+    assert cli_main(["resume", study_dir, "--quiet"]) == 0  # the command a user runs
+    assert f"results: {study_dir}/results/epochs.parquet" in capsys.readouterr().out
+    epochs, trials = tables(study_dir)
     assert trials["trial_id"].is_unique
     # The 5 trials the study asked for completed. A trial that began after Tune's last snapshot before the
     # crash is unknown to the restored run (its place was sampled again): if it reached the tables, it is
@@ -135,7 +179,7 @@ def test_interrupted_study_resumes_without_loss_or_doubles(ray_cluster, tmp_path
     assert len(merged) == len(epochs_before)
     assert (merged["recall@1_a"] == merged["recall@1_b"]).all()
 
-    client, runs = mlflow_runs(run.tracking_uri)
+    client, runs = mlflow_runs(f"sqlite:///{study_dir}/mlflow.db")
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert len(runs) == len(trials) + 1 and len(children) == len(trials)
     assert set(children["tags.dml_study.trial_id"]) == set(trials["trial_id"])
@@ -222,10 +266,9 @@ def test_study_on_a_two_node_cluster(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     epochs, trials = tables(result.stdout.strip().splitlines()[-1])
     assert len(trials) == 2 and (trials["status"] == "completed").all()
-    spans = epochs.groupby("trial_id")["timestamp"].agg(["min", "max"])
-    spans["min"] -= epochs.groupby("trial_id")["epoch_time_s"].first()  # back to each trial's first epoch start
-    first, second = spans.sort_values("min").to_dict("records")
-    assert second["min"] < first["max"], "the two trials did not run at the same time"
+    # One CPU per node and one per trial: the two trials ran on the two nodes, each trial on one node only.
+    nodes = epochs.groupby("trial_id")["node_id"].agg(["nunique", "first"])
+    assert (nodes["nunique"] == 1).all() and nodes["first"].nunique() == 2, nodes
 
 
 def test_study_on_uri_storage_resumes_as_a_no_op_when_finished(ray_cluster, tmp_path):

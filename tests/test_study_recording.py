@@ -305,6 +305,17 @@ def test_optuna_searcher_reports_intermediate_values_and_prunes():
     assert trials[1].value == pytest.approx(0.3) and trials[1].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
 
 
+def test_optuna_searcher_judges_completion_by_a_sampled_epoch_count():
+    """With train.epochs in the space, a trial that ran all of its own epochs is complete, not pruned."""
+    def space(trial: optuna.Trial) -> dict[str, Any]:
+        return {"loss": "triplet", "train.epochs": trial.suggest_categorical("train.epochs", [2])}
+
+    searcher = OptunaSearcher(space, metric="recall@1", mode=Mode.MAX, max_epochs=4)
+    searcher.suggest("t1")
+    searcher.on_trial_complete("t1", {"epoch": 2, "recall@1": 0.5})
+    assert searcher.study.get_trials()[0].state.name == "COMPLETE"
+
+
 def test_optuna_searcher_state_round_trip(tmp_path):
     searcher = OptunaSearcher(_space, metric="recall@1", mode=Mode.MIN, max_epochs=2, algorithm=Algorithm.RANDOM,
                               seed=3)

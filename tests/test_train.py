@@ -114,19 +114,72 @@ def test_proxies_are_sized_from_the_training_classes():
     assert shapes["proxies"] == (split.train.num_classes, 16)
 
 
-def test_disk_dataset_through_a_dataloader(tmp_path):
+def _image_folder(root):
     rng = np.random.default_rng(0)
     for c in range(8):
-        folder = tmp_path / f"class{c:02d}"
+        folder = root / f"class{c:02d}"
         folder.mkdir()
         for i in range(6):
             pixels = (rng.random((20, 20, 3)) * 40 + c * 25).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i}.jpg")
-    config = TrainConfig(dataset="imagefolder", dataset_root=str(tmp_path), dataset_options={"image_size": 32},
-                         trunk="resnet18", embedding_dim=8, batch_size=8, m_per_class=2, epochs=1,
-                         batches_per_epoch=2, loss="contrastive")
-    summary = train(config)
+    return str(root)
+
+
+def _disk_config(root, **changes):
+    fields = dict(dataset="imagefolder", dataset_root=root, dataset_options={"image_size": 32}, trunk="resnet18",
+                  embedding_dim=8, batch_size=8, m_per_class=2, epochs=1, batches_per_epoch=2, loss="contrastive")
+    return TrainConfig(**{**fields, **changes})
+
+
+def test_disk_dataset_through_a_dataloader(tmp_path):
+    summary = train(_disk_config(_image_folder(tmp_path)))
     assert summary.epochs_run == 1 and 0.0 <= summary.last_metrics["recall@1"] <= 1.0
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_disk_dataset_random_augmentation_is_seeded_and_resumes_exactly(tmp_path, num_workers):
+    """Random crops and flips draw from the run's seed, in the main process or in loader workers: the same seed
+    gives the same metrics, whatever the caller did to torch's global RNG, and 1 + 1 epochs equal 2."""
+    config = _disk_config(_image_folder(tmp_path), epochs=2, num_workers=num_workers)
+    torch.manual_seed(123)
+    straight = train(config)
+    torch.manual_seed(456)
+    again = train(config)
+    assert metrics_only(again.history) == metrics_only(straight.history)
+    saved = {}
+
+    def keep_epoch_one(epoch, metrics, checkpoint):
+        saved["checkpoint"] = pickle.loads(pickle.dumps(checkpoint))
+        return True
+
+    train(config, on_epoch=keep_epoch_one)
+    torch.manual_seed(789)
+    resumed = train(config, resume_from=saved["checkpoint"])
+    assert metrics_only(resumed.history) == metrics_only(straight.history)
+    # The train losses of the two epochs differ from one run with another seed: the augmentation really varies.
+    other = train(config.replace(seed=1))
+    assert metrics_only(other.history) != metrics_only(straight.history)
+
+
+@pytest.mark.parametrize("optimizer, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                             ("sgd", torch.optim.SGD), ("rmsprop", torch.optim.RMSprop)])
+def test_each_optimizer_trains_with_the_loss_learning_rate_on_the_proxies(optimizer, kind):
+    config = TrainConfig(loss="proxy_anchor", optimizer=optimizer, lr=1e-3, loss_lr=0.05, weight_decay=1e-4,
+                         epochs=1, **FAST)
+    seen = {}
+
+    def grab(epoch, metrics, checkpoint):
+        seen["optimizer"] = checkpoint["optimizer"]
+        seen["proxies"] = checkpoint["loss"]["proxies"].clone()
+
+    summary = train(config, on_epoch=grab)
+    assert np.isfinite(summary.last_metrics["train_loss"])
+    trunk_group, proxy_group = seen["optimizer"]["param_groups"]
+    assert trunk_group["lr"] == 1e-3 and proxy_group["lr"] == 0.05
+    assert trunk_group["weight_decay"] == proxy_group["weight_decay"] == 1e-4
+    assert len(proxy_group["params"]) == 1  # exactly the loss's one parameter, the proxies
+    if kind in (torch.optim.SGD, torch.optim.RMSprop):
+        assert "momentum" in trunk_group and trunk_group["momentum"] == config.momentum
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -139,6 +192,12 @@ def test_disk_dataset_through_a_dataloader(tmp_path):
     ({"weight_decay": -1.0}, "weight_decay"),
     ({"device": "tpu:0"}, "device"),
     ({"batches_per_epoch": 0}, "batches_per_epoch"),
+    ({"ks": (1, 1.5)}, "ks"),
+    ({"ks": ()}, "ks"),
+    ({"fold": True}, "fold"),
+    ({"momentum": "high"}, "momentum"),
+    ({"num_workers": "2"}, "num_workers"),
+    ({"seed": 1.5}, "seed"),
 ])
 def test_config_rejects_bad_values_naming_the_field(changes, field):
     with pytest.raises(ValueError) as info:

@@ -29,7 +29,12 @@ TRUNKS: tuple[str, ...] = ("small_cnn", *TORCHVISION_TRUNKS)
 def _small_cnn(pretrained_weights: str | Path | None, in_channels: int) -> tuple[nn.Module, int]:
     trunk = SmallCNN(in_channels=in_channels)
     if pretrained_weights is not None:
-        trunk.load_state_dict(load_state_dict_file(pretrained_weights))
+        try:
+            trunk.load_state_dict(load_state_dict_file(pretrained_weights))
+        except RuntimeError as exc:  # missing, unexpected or mis-shaped keys: torch's message is many lines
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"pretrained weights file {pretrained_weights} does not match small_cnn: {first}") \
+                from None
     return trunk, trunk.out_features
 
 

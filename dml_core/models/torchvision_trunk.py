@@ -22,7 +22,12 @@ def load_state_dict_file(path: str | Path) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path} (expected a local state-dict file "
                                 f"saved with torch.save; weights are never downloaded)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ... here
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"pretrained weights file {path} cannot be read as a tensors-only state dict "
+                         f"(torch.load with weights_only=True): {reason}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"pretrained weights file {path} does not hold a state dict (a mapping of names to "
                          f"tensors), got {type(state).__name__}")
