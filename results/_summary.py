@@ -4,6 +4,10 @@ Repeats are the trials of one configuration (same `config_id` in one study) with
 is Student's t: mean +- t(1 - (1 - confidence) / 2, n - 1) * s / sqrt(n), s the sample standard deviation
 (ddof=1); it is undefined (NaN) for a single run. The t quantile is scipy.special.stdtrit (exact for any n and
 confidence; scipy is a project dependency, and optuna.importance imports it anyway).
+
+Choosing the best configuration and reporting it on the same runs is optimistic (the winner's luck counts). The
+reality-check protocol avoids that: choose on a cross-validation study (`train.fold`, validation classes), then
+summarise a second study that runs the chosen configurations with several seeds on the test classes.
 """
 
 from __future__ import annotations
