@@ -10,16 +10,17 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from results._schema import METRICS
-from results._study_dir import PathsLike, StudyInfo, epochs_path, read_study_info, study_dirs, trials_path
+from results._study_dir import (Location, PathsLike, StudyInfo, epochs_path, exists, filesystem_of, read_study_info,
+                                study_dirs, trials_path)
 
 __all__ = ["load_epochs", "load_trials"]
 
@@ -38,6 +39,7 @@ _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bo
 @dataclass(frozen=True)
 class _Source:
     info: StudyInfo
+    filesystem: pafs.FileSystem
     files: tuple[str, ...]
     schema: pa.Schema
 
@@ -57,7 +59,7 @@ def load_trials(paths: PathsLike, *, columns: Sequence[str] | None = None) -> pd
     return _load(paths, trials_path, _EMPTY_TRIALS, columns)
 
 
-def _load(paths: PathsLike, where: Callable[[Path], Path], empty: pa.Schema,
+def _load(paths: PathsLike, where: Callable[[Location], Location], empty: pa.Schema,
           columns: Sequence[str] | None) -> pd.DataFrame:
     infos = [read_study_info(d) for d in study_dirs(paths)]
     sources = [s for s in (_source(info, where(info.path)) for info in infos) if s is not None]
@@ -75,19 +77,21 @@ def _load(paths: PathsLike, where: Callable[[Path], Path], empty: pa.Schema,
     return frame
 
 
-def _source(info: StudyInfo, dataset: Path) -> _Source | None:
+def _source(info: StudyInfo, dataset: Location) -> _Source | None:
     """The part files of one table and their unified schema; None while the table has no part yet."""
-    if not dataset.exists():
+    if not exists(dataset):
         return None
+    filesystem, inner = filesystem_of(dataset)
     # Hidden names ('.', '_') are parts still being written: the discovery skips them.
-    files = tuple(sorted(ds.dataset(dataset, format="parquet").files))
+    files = tuple(sorted(ds.dataset(inner, format="parquet", filesystem=filesystem).files))
     if not files:
         return None
     try:
-        schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+        schema = pa.unify_schemas([pq.read_schema(f, filesystem=filesystem) for f in files],
+                                  promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise ValueError(f"the part files of {dataset} do not combine: {err}".splitlines()[0]) from None
-    return _Source(info=info, files=files, schema=schema)
+    return _Source(info=info, filesystem=filesystem, files=files, schema=schema)
 
 
 def _selected(columns: Sequence[str] | None, schemas: list[pa.Schema]) -> list[str]:
@@ -112,7 +116,8 @@ def _is_pattern(name: str) -> bool:
 
 def _read(source: _Source, names: list[str]) -> pa.Table:
     present = [n for n in names if n in source.schema.names]
-    table = ds.dataset(list(source.files), schema=source.schema, format="parquet").to_table(columns=present)
+    table = ds.dataset(list(source.files), schema=source.schema, format="parquet",
+                       filesystem=source.filesystem).to_table(columns=present)
     # A table without a study column (or with gaps in it) gets the study's name, so studies stay apart.
     if "study" in table.column_names:
         return table.set_column(table.column_names.index("study"), "study",

@@ -27,14 +27,18 @@ _EPOCH_COLUMNS = ("trial_id", "config_id", "loss", "miner", "seed", "fold", "epo
 
 
 def write_report(paths: PathsLike, out_dir: Path | str | None = None, *, metric: str | None = None) -> Path:
-    """Write report.md and its PNGs into `out_dir` (default: <first study dir>/report); return report.md's path.
+    """Write report.md and its PNGs into `out_dir` (default: <first study dir>/report, or ./<name>-report for a
+    study on a URI: the report is written locally); return report.md's path.
 
     `metric` defaults to the first study's (study.json), else recall@1. Trials still running are included from
     their epochs so far. Every file is written atomically (temp file + os.replace).
     """
     dirs = study_dirs(paths)
     infos = [read_study_info(d) for d in dirs]
-    out = Path(out_dir).expanduser() if out_dir is not None else dirs[0] / "report"
+    if out_dir is not None:
+        out = Path(out_dir).expanduser()
+    else:
+        out = dirs[0] / "report" if isinstance(dirs[0], Path) else Path.cwd() / f"{infos[0].name}-report"
     metric = metric or infos[0].metric
     name = metric_name(metric)
     epochs = load_epochs(dirs, columns=[*_EPOCH_COLUMNS, name])

@@ -1,4 +1,8 @@
-"""What results needs of a study directory: where its tables are and what study.json says about it."""
+"""What results needs of a study directory: where its tables are and what study.json says about it.
+
+A study directory is a local path or a URI (`s3://bucket/studies/name`, `gs://...`, `file:///...`) as the study's
+`storage` was: URIs are read through pyarrow's filesystems, the same ones the study wrote them with.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
+import pyarrow.fs as pafs
+
 from results._schema import Mode
 
-__all__ = ["PathsLike", "StudyInfo", "epochs_path", "read_study_info", "study_dirs", "trials_path"]
+__all__ = ["Location", "PathsLike", "StudyInfo", "epochs_path", "exists", "filesystem_of", "read_study_info",
+           "study_dirs", "trials_path"]
 
 PathsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
+# A local directory, or a URI string for object stores and other pyarrow filesystems.
+Location = Union[Path, str]
+
+
+def _is_uri(item: object) -> bool:
+    return isinstance(item, str) and "://" in item
+
+
+def filesystem_of(location: Location) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path within it) of a local path or a URI."""
+    if _is_uri(location):
+        return pafs.FileSystem.from_uri(str(location))
+    return pafs.LocalFileSystem(), str(location)
+
+
+def exists(location: Location) -> bool:
+    filesystem, inner = filesystem_of(location)
+    return filesystem.get_file_info(inner).type != pafs.FileType.NotFound
+
+
+def _join(location: Location, *parts: str) -> Location:
+    if isinstance(location, Path):
+        return location.joinpath(*parts)
+    return "/".join([location.rstrip("/"), *parts])
 
 
 @dataclass(frozen=True)
 class StudyInfo:
     """study.json, with the defaults that a study written before study.json existed implies."""
 
-    path: Path
+    path: Location
     # The directory name: the study writes into STORAGE/NAME, so it is the name when study.json is missing.
     name: str
     # The metric the study optimised; recall@1 is the study config's default metric.
@@ -33,23 +64,27 @@ class StudyInfo:
     from_file: bool = False
 
 
-def epochs_path(study_dir: Path) -> Path:
-    return study_dir / "results" / "epochs.parquet"
+def epochs_path(study_dir: Location) -> Location:
+    return _join(study_dir, "results", "epochs.parquet")
 
 
-def trials_path(study_dir: Path) -> Path:
-    return study_dir / "results" / "trials.parquet"
+def trials_path(study_dir: Location) -> Location:
+    return _join(study_dir, "results", "trials.parquet")
 
 
-def study_dirs(paths: PathsLike) -> list[Path]:
-    """One path or several -> study directories, each checked, duplicates dropped (first kept)."""
+def study_dirs(paths: PathsLike) -> list[Location]:
+    """One path or URI or several -> study directories, each checked, duplicates dropped (first kept)."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
         raise ValueError("no study directory given; expected one path or several")
-    dirs: list[Path] = []
+    dirs: list[Location] = []
     for item in items:
-        path = Path(item).expanduser().resolve()
-        if not (epochs_path(path).exists() or trials_path(path).exists()):
+        path: Location = str(item).rstrip("/") if _is_uri(item) else Path(item).expanduser().resolve()
+        try:
+            found = exists(epochs_path(path)) or exists(trials_path(path))
+        except (OSError, ValueError) as err:  # an unknown URI scheme, unreachable storage, missing credentials
+            raise ValueError(f"{item} cannot be read: {err}".splitlines()[0]) from None
+        if not found:
             raise ValueError(f"{item} is not a study directory: expected results/epochs.parquet or "
                              f"results/trials.parquet inside it")
         if path not in dirs:
@@ -57,15 +92,26 @@ def study_dirs(paths: PathsLike) -> list[Path]:
     return dirs
 
 
-def read_study_info(study_dir: Path) -> StudyInfo:
+def _name(study_dir: Location) -> str:
+    return study_dir.name if isinstance(study_dir, Path) else study_dir.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _read_text(location: Location) -> str:
+    filesystem, inner = filesystem_of(location)
+    with filesystem.open_input_stream(inner) as stream:
+        return bytes(stream.readall()).decode()
+
+
+def read_study_info(study_dir: Location) -> StudyInfo:
     """study.json of `study_dir`, or the defaults when it has none."""
-    file = study_dir / "study.json"
-    if not file.exists():
-        return StudyInfo(path=study_dir, name=study_dir.name)
+    file = _join(study_dir, "study.json")
+    name = _name(study_dir)
+    if not exists(file):
+        return StudyInfo(path=study_dir, name=name)
     try:
-        raw = json.loads(file.read_text())
+        raw = json.loads(_read_text(file))
         log_scale = {str(loss): tuple(map(str, cols)) for loss, cols in dict(raw.get("log_scale") or {}).items()}
-        return StudyInfo(path=study_dir, name=str(raw.get("name") or study_dir.name),
+        return StudyInfo(path=study_dir, name=str(raw.get("name") or name),
                          metric=str(raw.get("metric") or "recall@1"), mode=Mode(raw.get("mode") or "max"),
                          log_scale=log_scale, from_file=True)
     except (ValueError, TypeError, AttributeError) as err:

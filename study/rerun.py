@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from study.errors import ConfigError
+from study.part_table import resolve_filesystem
 from study.runner import load_study_config, study_paths
 
 __all__ = ["RerunResult", "recorded_trial", "rerun_trial"]
@@ -42,12 +44,13 @@ def _plain(value: Any) -> Any:
 def recorded_trial(study_dir: str | Path, trial_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(sampled configuration, epoch rows in order) of one trial, read from epochs.parquet."""
     path = study_paths(str(study_dir))["epochs"]
-    if not Path(path).exists():
+    filesystem, inner = resolve_filesystem(path)  # a local path or the study's storage URI
+    if filesystem.get_file_info(inner).type == pafs.FileType.NotFound:
         raise ConfigError(str(study_dir), "no results/epochs.parquet: not a study directory, or no epoch finished")
-    table = pads.dataset(path, format="parquet").to_table(filter=pads.field("trial_id") == trial_id)
-    rows = sorted(table.to_pylist(), key=lambda r: r["epoch"])
+    dataset = pads.dataset(inner, format="parquet", filesystem=filesystem)
+    rows = sorted(dataset.to_table(filter=pads.field("trial_id") == trial_id).to_pylist(), key=lambda r: r["epoch"])
     if not rows:
-        known = pads.dataset(path, format="parquet").to_table(columns=["trial_id"])["trial_id"].unique()
+        known = dataset.to_table(columns=["trial_id"])["trial_id"].unique()
         sample = ", ".join(sorted(known.to_pylist())[:5])
         raise ConfigError("TRIAL_ID", f"no trial {trial_id!r} in {path} (trials include: {sample}, ...)")
     first = rows[0]

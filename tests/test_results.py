@@ -99,6 +99,20 @@ def test_load_reads_only_the_requested_columns(studies: SimpleNamespace) -> None
         load_epochs(studies.alpha, columns=["no_such_column"])
 
 
+def test_studies_on_a_uri_load_like_local_ones(studies: SimpleNamespace, tmp_path: Path) -> None:
+    """Storage given as a URI (s3://, gs://, file://) is read through pyarrow's filesystems, as the study wrote it."""
+    uris = [studies.alpha.as_uri(), studies.beta.as_uri() + "/"]
+    for load in (load_trials, load_epochs):
+        local, remote = load([studies.alpha, studies.beta]), load(uris)
+        pd.testing.assert_frame_equal(remote, local)
+        assert remote.attrs == local.attrs
+    with pytest.raises(ValueError, match="not a study directory") as err:
+        load_trials((tmp_path / "nothing").as_uri())
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_trials("nosuchscheme://bucket/study")
+
+
 def test_load_names_the_study_after_its_directory_when_the_table_does_not(tmp_path: Path) -> None:
     epochs, trials = study_frames(np.random.default_rng(0), study="x", losses=["triplet"], configs_per_loss=2)
     old = write_study(tmp_path, "old_study", epochs.drop(columns="study"), trials.drop(columns="study"),

@@ -271,7 +271,7 @@ def test_study_on_a_two_node_cluster(tmp_path):
     assert (nodes["nunique"] == 1).all() and nodes["first"].nunique() == 2, nodes
 
 
-def test_study_on_uri_storage_resumes_as_a_no_op_when_finished(ray_cluster, tmp_path):
+def test_study_on_uri_storage_resumes_as_a_no_op_when_finished(ray_cluster, tmp_path, capsys):
     """Storage given as a URI goes through pyarrow's filesystems (as s3:// or gs:// would); MLflow then needs
     tracking.uri. Running the finished study again restores it and adds nothing."""
     storage = (tmp_path / "bucket").as_uri()
@@ -291,3 +291,16 @@ def test_study_on_uri_storage_resumes_as_a_no_op_when_finished(ray_cluster, tmp_
     assert len(epochs_after) == 6 and len(trials_after) == 2
     client, runs = mlflow_runs(f"sqlite:///{tmp_path}/tracking.db")
     assert len(runs) == 3 and metric_points(client, runs) == 6
+
+    # Analysis reads the study where it lives: results, `show`, `report` and `rerun` take the URI.
+    import results
+
+    assert results.load_trials(run.study_dir)["trial_id"].tolist() == \
+        results.load_trials(local_dir)["trial_id"].tolist()
+    capsys.readouterr()
+    assert cli_main(["show", run.study_dir]) == 0
+    assert "study remote: 2 finished trials (completed 2), 0 unfinished" in capsys.readouterr().out
+    assert cli_main(["report", run.study_dir, "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "report.md").is_file()
+    again = rerun_trial(run.study_dir, trials["trial_id"].iloc[0])
+    assert len(again.rerun) == 3 and again.max_abs_diff() < 1e-6
