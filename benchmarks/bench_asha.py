@@ -36,7 +36,8 @@ def run(storage: str, num_samples: int, scheduler: dict[str, object]) -> tuple[p
     """The default study with `scheduler` merged into its scheduler section; (epochs table, wall seconds)."""
     raw = read_yaml((ROOT / "configs" / "default.yaml").read_text())
     raw["scheduler"] = {**(raw.get("scheduler") or {}), **scheduler}
-    name = "fifo" if scheduler["type"] == "fifo" else f"asha-g{scheduler['grace_period']}-r{scheduler['reduction_factor']}"
+    name = "fifo" if scheduler["type"] == "fifo" else \
+        f"asha-g{scheduler['grace_period']}-r{scheduler['reduction_factor']}"
     study = run_study(parse_config(raw, storage=storage, name=name, num_samples=num_samples), progress=False)
     epochs = pd.read_parquet(Path(study.study_dir, "results", "epochs.parquet"))
     # The study's own span (first epoch start to last report), not this process's: a restored study trains nothing.

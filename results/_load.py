@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from results._schema import METRICS
-from results._study_dir import (Location, PathsLike, StudyInfo, epochs_path, exists, filesystem_of, read_study_info,
+from results._study_dir import (Location, PathsLike, StudyInfo, epochs_path, filesystem_of, read_study_info,
                                 study_dirs, trials_path)
 
 __all__ = ["load_epochs", "load_trials"]
@@ -79,9 +79,9 @@ def _load(paths: PathsLike, where: Callable[[Location], Location], empty: pa.Sch
 
 def _source(info: StudyInfo, dataset: Location) -> _Source | None:
     """The part files of one table and their unified schema; None while the table has no part yet."""
-    if not exists(dataset):
-        return None
     filesystem, inner = filesystem_of(dataset)
+    if filesystem.get_file_info(inner).type == pafs.FileType.NotFound:
+        return None
     # Hidden names ('.', '_') are parts still being written: the discovery skips them.
     files = tuple(sorted(ds.dataset(inner, format="parquet", filesystem=filesystem).files))
     if not files:

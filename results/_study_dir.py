@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 
 from results._schema import Mode
 
-__all__ = ["Location", "PathsLike", "StudyInfo", "epochs_path", "exists", "filesystem_of", "read_study_info",
+__all__ = ["Location", "PathsLike", "StudyInfo", "epochs_path", "filesystem_of", "read_study_info",
            "study_dirs", "trials_path"]
 
 PathsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
@@ -36,8 +36,7 @@ def filesystem_of(location: Location) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(location)
 
 
-def exists(location: Location) -> bool:
-    filesystem, inner = filesystem_of(location)
+def _exists_in(filesystem: pafs.FileSystem, inner: str) -> bool:
     return filesystem.get_file_info(inner).type != pafs.FileType.NotFound
 
 
@@ -81,7 +80,9 @@ def study_dirs(paths: PathsLike) -> list[Location]:
     for item in items:
         path: Location = str(item).rstrip("/") if _is_uri(item) else Path(item).expanduser().resolve()
         try:
-            found = exists(epochs_path(path)) or exists(trials_path(path))
+            # One filesystem per directory: on an object store each resolution can cost a request.
+            filesystem, inner = filesystem_of(path)
+            found = any(_exists_in(filesystem, str(where(inner))) for where in (epochs_path, trials_path))
         except (OSError, ValueError) as err:  # an unknown URI scheme, unreachable storage, missing credentials
             raise ValueError(f"{item} cannot be read: {err}".splitlines()[0]) from None
         if not found:
@@ -96,8 +97,11 @@ def _name(study_dir: Location) -> str:
     return study_dir.name if isinstance(study_dir, Path) else study_dir.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _read_text(location: Location) -> str:
+def _read_text(location: Location) -> str | None:
+    """The file's text, or None when it does not exist."""
     filesystem, inner = filesystem_of(location)
+    if not _exists_in(filesystem, inner):
+        return None
     with filesystem.open_input_stream(inner) as stream:
         return bytes(stream.readall()).decode()
 
@@ -106,10 +110,11 @@ def read_study_info(study_dir: Location) -> StudyInfo:
     """study.json of `study_dir`, or the defaults when it has none."""
     file = _join(study_dir, "study.json")
     name = _name(study_dir)
-    if not exists(file):
+    text = _read_text(file)
+    if text is None:
         return StudyInfo(path=study_dir, name=name)
     try:
-        raw = json.loads(_read_text(file))
+        raw = json.loads(text)
         log_scale = {str(loss): tuple(map(str, cols)) for loss, cols in dict(raw.get("log_scale") or {}).items()}
         return StudyInfo(path=study_dir, name=str(raw.get("name") or name),
                          metric=str(raw.get("metric") or "recall@1"), mode=Mode(raw.get("mode") or "max"),

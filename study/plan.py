@@ -130,8 +130,8 @@ def plan_study(config: StudyConfig, *, check_data: bool = True) -> StudyPlan:
     for path, sampled in search_spaces.boundary_configs(space):
         _check_sample(config.train, sampled, num_classes, path)
     # Then whole sampled configurations, which also catch values that are only bad together.
-    samples = grid or [search_spaces.sample(space, rng)
-                       for rng in [np.random.default_rng(config.search.seed)] for _ in range(64)]
+    rng = np.random.default_rng(config.search.seed)
+    samples = grid if grid is not None else [search_spaces.sample(space, rng) for _ in range(64)]
     seen: set[tuple[str, str]] = set()
     for sampled in samples:
         key = (sampled["loss"], sampled.get("miner", "none"))
