@@ -45,17 +45,29 @@ def run(storage: str, num_samples: int, scheduler: dict[str, object]) -> tuple[p
     return epochs, wall
 
 
+def scheduler_pairs(text: str) -> list[tuple[int, int]]:
+    """`2:2,1:3` -> [(2, 2), (1, 3)]: (grace_period, reduction_factor) pairs, for argparse."""
+    try:
+        pairs = [tuple(int(x) for x in item.split(":")) for item in text.split(",")]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 or p[0] < 1 or p[1] < 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected GRACE:FACTOR pairs such as 2:2,1:3 "
+                                         f"(grace >= 1, factor >= 2), got {text!r}")
+    return pairs  # type: ignore[return-value]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-samples", type=int, default=28)
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--metric", default="recall@1")
-    parser.add_argument("--asha", default=None, help="comma-separated grace_period:reduction_factor pairs")
+    parser.add_argument("--asha", type=scheduler_pairs, default=None,
+                        help="comma-separated grace_period:reduction_factor pairs")
     parser.add_argument("--storage", default=None, help="keep the studies here (default: a temporary directory)")
     args = parser.parse_args()
     default = read_yaml((ROOT / "configs" / "default.yaml").read_text())["scheduler"]
-    pairs = [tuple(int(x) for x in p.split(":")) for p in args.asha.split(",")] if args.asha else \
-        [(default["grace_period"], default["reduction_factor"])]
+    pairs = args.asha or [(default["grace_period"], default["reduction_factor"])]
 
     with tempfile.TemporaryDirectory() as scratch:
         storage = args.storage or scratch
