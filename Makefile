@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test study bench clean
+.PHONY: install test test-fast study bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+# The inner loop while developing: everything but the Ray studies, CLI subprocesses and training runs.
+test-fast: install
+	$(PY) -m pytest -q -m "not e2e and not slow"
 
 study: install
 	$(VENV)/bin/dml-study run configs/default.yaml

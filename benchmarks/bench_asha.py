@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.config import parse_config, read_yaml
+from study.config import SchedulerSection, parse_config, read_yaml
 from study.runner import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def run(storage: str, num_samples: int, scheduler: dict[str, object]) -> tuple[p
     """The default study with `scheduler` merged into its scheduler section; (epochs table, wall seconds)."""
     raw = read_yaml((ROOT / "configs" / "default.yaml").read_text())
     raw["scheduler"] = {**(raw.get("scheduler") or {}), **scheduler}
-    name = "fifo" if scheduler["type"] == "fifo" else \
+    name = "fifo" if scheduler["kind"] == "fifo" else \
         f"asha-g{scheduler['grace_period']}-r{scheduler['reduction_factor']}"
     study = run_study(parse_config(raw, storage=storage, name=name, num_samples=num_samples), progress=False)
     epochs = pd.read_parquet(Path(study.study_dir, "results", "epochs.parquet"))
@@ -66,12 +66,12 @@ def main() -> None:
                         help="comma-separated grace_period:reduction_factor pairs")
     parser.add_argument("--storage", default=None, help="keep the studies here (default: a temporary directory)")
     args = parser.parse_args()
-    default = read_yaml((ROOT / "configs" / "default.yaml").read_text())["scheduler"]
-    pairs = args.asha or [(default["grace_period"], default["reduction_factor"])]
+    default = SchedulerSection()  # configs/default.yaml keeps the code's scheduler defaults
+    pairs = args.asha or [(default.grace_period, default.reduction_factor)]
 
     with tempfile.TemporaryDirectory() as scratch:
         storage = args.storage or scratch
-        fifo, fifo_wall = run(storage, args.num_samples, {"type": "fifo"})
+        fifo, fifo_wall = run(storage, args.num_samples, {"kind": "fifo"})
         target = fifo[args.metric].max() - args.tolerance
         need_fifo = epochs_to_reach(fifo, target, args.metric)
         print(f"default study, {args.num_samples} trials each; target {args.metric} >= {target:.4f} "
@@ -80,7 +80,7 @@ def main() -> None:
               f"target after {need_fifo} epochs")
         for grace, factor in pairs:
             asha, wall = run(storage, args.num_samples,
-                             {"type": "asha", "grace_period": grace, "reduction_factor": factor})
+                             {"kind": "asha", "grace_period": grace, "reduction_factor": factor})
             need = epochs_to_reach(asha, target, args.metric)
             shown = "never" if need is None else f"after {need} epochs"
             ratio = "" if need is None or need_fifo is None else \

@@ -55,7 +55,7 @@ def main() -> None:
             "dataset": {"name": "glyphs", "options": {"image_size": 24, "samples_per_face": 2}},
             "train": {"epochs": args.epochs, "batches_per_epoch": args.batches, "loss_lr": 0.01},
             "search": {"algorithm": "random", "num_samples": args.trials, "seed": 0},
-            "scheduler": {"type": "fifo"},
+            "scheduler": {"kind": "fifo"},
             "resources": {"cpus_per_trial": 1},
             "ray": {"num_cpus": args.slots},
         }

@@ -21,15 +21,17 @@ from dml_core.metrics import retrieval_metrics
 from dml_core.miners import make_miner
 from dml_core.models import make_model
 from dml_core.samplers import MPerClassSampler
-from dml_core.train import TrainConfig, train
+from dml_core.config import DatasetConfig, TrainConfig
+from dml_core.train import train
 
 
 def bare_epoch(config: TrainConfig) -> float:
     """The same work as `train(config)` for one epoch, written as plainly as possible; returns recall@1."""
     torch.manual_seed(config.seed)
-    split = load_dataset(config.dataset, **config.dataset_options)
-    model = make_model(config.trunk, embedding_dim=config.embedding_dim, in_channels=split.train.in_channels)
-    loss_fn = make_loss(config.loss, num_classes=split.train.num_classes, embedding_dim=config.embedding_dim)
+    split = load_dataset(config.dataset.name, **config.dataset.options)
+    model = make_model(config.model.trunk, embedding_dim=config.model.embedding_dim,
+                       in_channels=split.train.in_channels)
+    loss_fn = make_loss(config.loss, num_classes=split.train.num_classes, embedding_dim=config.model.embedding_dim)
     miner = make_miner(config.miner)
     optimizer = torch.optim.Adam([{"params": model.parameters(), "lr": config.lr},
                                   {"params": loss_fn.parameters(), "lr": config.loss_lr or config.lr}])
@@ -39,7 +41,7 @@ def bare_epoch(config: TrainConfig) -> float:
     for indices in sampler:
         images, labels = split.train.get_batch(torch.as_tensor(indices))
         embeddings = model(images)
-        loss = loss_fn(embeddings, labels, miner(embeddings.detach(), labels) if miner else None)
+        loss = loss_fn(embeddings, labels, miner(embeddings.detach(), labels))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -62,8 +64,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     config = TrainConfig(loss=args.loss, miner=args.miner, epochs=1,
-                         dataset_options={"samples_per_face": args.samples_per_face})
-    load_dataset(config.dataset, **config.dataset_options)  # build the cache outside the timings
+                         dataset=DatasetConfig(options={"samples_per_face": args.samples_per_face}))
+    load_dataset(config.dataset.name, **config.dataset.options)  # build the cache outside the timings
     ours, bare = [], []
     for _ in range(args.repeats):
         started = time.perf_counter()

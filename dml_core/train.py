@@ -4,7 +4,8 @@ Reads top to bottom: config -> device -> data -> model -> loss and miner -> opti
 evaluate -> checkpoint. No Ray here: the study wraps `train` in a Ray Tune trainable of a few lines, and a
 notebook can call it directly:
 
-    from dml_core.train import TrainConfig, train
+    from dml_core.config import TrainConfig
+    from dml_core.train import train
     summary = train(TrainConfig(loss="multi_similarity", miner="multi_similarity", epochs=3))
     summary.last_metrics["recall@1"]
 
@@ -16,58 +17,28 @@ A checkpoint is one plain dict (model, loss, optimizer, scheduler, sampler and m
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import enum
 import math
-import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from dml_core.config import OptimizerName, Precision, Schedule, TrainConfig
 from dml_core.data import DMLDataset, load_dataset
 from dml_core.losses import make_loss
 from dml_core.metrics import retrieval_metrics
-from dml_core.miners import make_miner
+from dml_core.miners import Miner, make_miner
+from dml_core.mode import Mode
 from dml_core.models import make_model
 from dml_core.samplers import MPerClassSampler
 
-__all__ = [
-    "CHECKPOINT_VERSION",
-    "NonFiniteLossError",
-    "OptimizerName",
-    "Precision",
-    "Schedule",
-    "TrainConfig",
-    "TrainSummary",
-    "train",
-]
+__all__ = ["CHECKPOINT_VERSION", "NonFiniteLossError", "TrainSummary", "embed", "train"]
 
 # Bumped whenever the checkpoint dict changes shape, so an old checkpoint fails loudly instead of half-loading.
-CHECKPOINT_VERSION = 1
-
-
-class OptimizerName(str, enum.Enum):
-    ADAM = "adam"
-    ADAMW = "adamw"
-    SGD = "sgd"
-    RMSPROP = "rmsprop"
-
-
-class Schedule(str, enum.Enum):
-    NONE = "none"
-    COSINE = "cosine"  # per step, from lr down to 0 at the last step
-    STEP = "step"  # x0.1 at 1/2 and 3/4 of the epochs, the classic image-retrieval schedule
-
-
-class Precision(str, enum.Enum):
-    AUTO = "auto"  # bf16 autocast on CUDA when supported, fp16 otherwise; fp32 on the CPU
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
+CHECKPOINT_VERSION = 2
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -82,127 +53,6 @@ class NonFiniteLossError(FloatingPointError):
     def __reduce__(self) -> tuple[type[NonFiniteLossError], tuple[int, int, float, str]]:
         # Ray ships a trial's exception between processes by pickle; the default would call __init__(message).
         return NonFiniteLossError, (self.epoch, self.step, self.value, self.what)
-
-
-def _enum(kind: type[enum.Enum], value: Any, name: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        valid = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
-        raise ValueError(f"{name} must be one of {valid}, got {value!r}") from None
-
-
-def _is_int(value: object) -> bool:
-    """An int that is not a bool: YAML's `true` must not pass for 1."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy ints too
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything one training run needs; a trial of a study is this plus its sampled hyperparameters."""
-
-    # Data. The embedded glyph set needs no download, so a fresh machine can train at once.
-    dataset: str = "glyphs"
-    dataset_root: str | None = None
-    dataset_options: Mapping[str, Any] = field(default_factory=dict)
-    # Model. A small CNN suits 32x32 glyphs on a CPU; 64-d keeps k-NN cheap and is plenty for ~300 classes.
-    trunk: str = "small_cnn"
-    embedding_dim: int = 64
-    pretrained_weights: str | None = None
-    freeze_batchnorm: bool = False  # the reality check freezes BN of pretrained trunks; off for trunks from scratch
-    # Loss and miner: names from dml_core.losses.LOSSES / dml_core.miners.MINERS, hyperparameters by name.
-    loss: str = "contrastive"
-    loss_params: Mapping[str, Any] = field(default_factory=dict)
-    miner: str = "none"
-    miner_params: Mapping[str, Any] = field(default_factory=dict)
-    # Batches: 32 with m=4 is the reality-check protocol; 64 gives pair losses more negatives per step on glyphs.
-    batch_size: int = 64
-    m_per_class: int = 4
-    epochs: int = 4
-    batches_per_epoch: int | None = None  # None: len(train split) // batch_size, i.e. one pass over the data
-    # Optimisation. Adam at 1e-3 trains a trunk from scratch; pretrained trunks want far less (1e-5 .. 1e-4).
-    optimizer: OptimizerName = OptimizerName.ADAM
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    loss_lr: float | None = None  # proxies/class weights; None = lr. Proxy-Anchor trains proxies 100x faster.
-    schedule: Schedule = Schedule.NONE
-    momentum: float = 0.9  # SGD and RMSprop only
-    # Evaluation: on the test classes, or on fold `fold` of `num_folds` class-disjoint folds of the train classes.
-    fold: int | None = None
-    num_folds: int = 4  # the reality check's 4-fold cross-validation
-    ks: tuple[int, ...] = (1, 2, 4, 8)
-    eval_batch_size: int = 512
-    include_nmi: bool = False  # k-means per epoch is costly; off unless asked
-    # Run. One seed fixes model init, batch order and miner sampling.
-    seed: int = 0
-    device: str = "auto"  # "auto": CUDA when available, else CPU
-    precision: Precision = Precision.AUTO
-    num_workers: int = 0  # DataLoader workers for datasets read from disk; in-memory data needs none
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "optimizer", _enum(OptimizerName, self.optimizer, "optimizer"))
-        object.__setattr__(self, "schedule", _enum(Schedule, self.schedule, "schedule"))
-        object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
-        for name in ("dataset_options", "loss_params", "miner_params"):
-            value = getattr(self, name)
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{name} must be a mapping, got {value!r}")
-            object.__setattr__(self, name, dict(value))
-        ks = tuple(self.ks) if isinstance(self.ks, (tuple, list)) else (self.ks,)
-        if not ks or not all(_is_int(k) and k >= 1 for k in ks):
-            raise ValueError(f"ks must be a non-empty list of positive integers, got ks={self.ks!r}")
-        object.__setattr__(self, "ks", ks)
-        self._validate()
-
-    def _validate(self) -> None:
-        positive_ints = ("embedding_dim", "batch_size", "m_per_class", "epochs", "eval_batch_size", "num_folds")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
-        if self.batch_size % self.m_per_class:
-            raise ValueError(f"batch_size must be a multiple of m_per_class, got batch_size={self.batch_size}, "
-                             f"m_per_class={self.m_per_class}")
-        if self.batches_per_epoch is not None and (not _is_int(self.batches_per_epoch)
-                                                   or self.batches_per_epoch < 1):
-            raise ValueError(f"batches_per_epoch must be a positive integer or null, "
-                             f"got batches_per_epoch={self.batches_per_epoch!r}")
-        for name in ("lr", "loss_lr"):
-            value = getattr(self, name)
-            if value is not None and not (_is_number(value) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number, got {name}={value!r}")
-        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got weight_decay={self.weight_decay!r}")
-        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got momentum={self.momentum!r}")
-        if self.fold is not None and not (_is_int(self.fold) and 0 <= self.fold < self.num_folds):
-            raise ValueError(f"fold must be null or in 0..num_folds-1, got fold={self.fold!r}, "
-                             f"num_folds={self.num_folds}")
-        if not _is_int(self.seed):
-            raise ValueError(f"seed must be an integer, got seed={self.seed!r}")
-        if not _is_int(self.num_workers) or self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got num_workers={self.num_workers!r}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError:
-                raise ValueError(f"device must be 'auto' or a torch device string, got device={self.device!r}") from None
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values only (enums as strings), e.g. for logging or YAML."""
-        out = dataclasses.asdict(self)
-        for key, value in out.items():
-            if isinstance(value, enum.Enum):
-                out[key] = value.value
-        out["ks"] = list(self.ks)
-        return out
 
 
 @dataclass(frozen=True)
@@ -221,12 +71,12 @@ class TrainSummary:
     def last_metrics(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
 
-    def best(self, metric: str = "recall@1", *, maximize: bool = True) -> dict[str, float]:
-        """The epoch's metrics where `metric` was best (ties: the earliest epoch)."""
+    def best(self, metric: str = "recall@1", *, mode: Mode = Mode.MAX) -> dict[str, float]:
+        """The epoch's metrics where `metric` was best in direction `mode` (ties: the earliest epoch)."""
         if not self.history:
             return {}
-        sign = 1.0 if maximize else -1.0
-        return max(self.history, key=lambda m: (sign * m.get(metric, -math.inf), -m["epoch"]))
+        sign = Mode(mode).sign
+        return max(self.history, key=lambda m: (sign * m.get(metric, -sign * math.inf), -m["epoch"]))
 
 
 OnEpoch = Callable[[int, dict[str, float], dict[str, Any]], bool | None]
@@ -255,13 +105,13 @@ def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype |
 
 def _splits(config: TrainConfig) -> tuple[DMLDataset, DMLDataset]:
     """(train, eval): the test classes, or one class-disjoint fold of the training classes."""
-    split = load_dataset(config.dataset, root=config.dataset_root, **config.dataset_options)
+    split = load_dataset(config.dataset.name, root=config.dataset.root, **config.dataset.options)
     if config.fold is None:
         return split.train, split.test
     return split.folds(config.num_folds)[config.fold]
 
 
-def _make_miner(config: TrainConfig, generator: torch.Generator) -> Callable[..., Any] | None:
+def _make_miner(config: TrainConfig, generator: torch.Generator) -> Miner:
     # Sampling miners draw from the run's own generator, so a resumed run draws the same.
     return make_miner(config.miner, generator=generator, **config.miner_params)
 
@@ -372,11 +222,11 @@ def train(config: TrainConfig, *, on_epoch: OnEpoch | None = None,
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
         train_set, eval_set = _splits(config)
-        model = make_model(config.trunk, embedding_dim=config.embedding_dim,
-                           pretrained_weights=config.pretrained_weights,
-                           freeze_batchnorm=config.freeze_batchnorm, in_channels=train_set.in_channels)
-        loss_fn = make_loss(config.loss, num_classes=train_set.num_classes, embedding_dim=config.embedding_dim,
-                            **config.loss_params)
+        model = make_model(config.model.trunk, embedding_dim=config.model.embedding_dim,
+                           pretrained_weights=config.model.pretrained_weights,
+                           freeze_batchnorm=config.model.freeze_batchnorm, in_channels=train_set.in_channels)
+        loss_fn = make_loss(config.loss, num_classes=train_set.num_classes,
+                            embedding_dim=config.model.embedding_dim, **config.loss_params)
     model.to(device)
     loss_fn.to(device)
     if device.type == "cuda":
@@ -434,7 +284,7 @@ def train(config: TrainConfig, *, on_epoch: OnEpoch | None = None,
     return TrainSummary(history=tuple(history), stopped_early=stopped, wall_time_s=time.perf_counter() - started)
 
 
-def _train_epoch(epoch: int, model: nn.Module, loss_fn: nn.Module, miner: Callable[..., Any] | None,
+def _train_epoch(epoch: int, model: nn.Module, loss_fn: nn.Module, miner: Miner,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None,
                  scaler: torch.amp.GradScaler, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
                  device: torch.device, amp_dtype: torch.dtype | None) -> float:
@@ -448,7 +298,7 @@ def _train_epoch(epoch: int, model: nn.Module, loss_fn: nn.Module, miner: Callab
         with _autocast(device, amp_dtype):
             embeddings = model(images)  # (B, D)
         embeddings = embeddings.float()  # losses run in fp32: margins and exponentials are fragile in half
-        mined = miner(embeddings.detach(), labels) if miner is not None else None
+        mined = miner(embeddings.detach(), labels)  # None from the "none" miner
         loss = loss_fn(embeddings, labels, mined)
         value = loss.item()
         if not math.isfinite(value):

@@ -7,7 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from results._schema import Mode, Status, hyperparameter_columns, metric_column, resolve_mode
+from dml_core.mode import Mode
+from results._schema import hyperparameter_columns, metric_column, resolve_mode, study_metric
+from results.study_dir import Status
 
 __all__ = ["SCORED", "best_per_loss", "require_columns", "row_params", "scored_rows", "status_counts", "statuses_of"]
 
@@ -55,15 +57,17 @@ def row_params(row: pd.Series) -> dict[str, Any]:
     return {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
 
 
-def best_per_loss(trials: pd.DataFrame, metric: str = "recall@1", mode: Mode | str | None = None, *,
+def best_per_loss(trials: pd.DataFrame, *, metric: str | None = None, mode: Mode | str | None = None,
                   by: Sequence[str] = ("loss",), statuses: Iterable[Status | str] = SCORED) -> pd.DataFrame:
     """One row per loss (per `by` group): its best trial by `metric` and the loss's trial counts by status.
 
-    Columns: the `by` keys, `metric` (the best value; on the trials table `best_<metric>`, see results._schema),
-    trial_id, study, config_id, best_epoch, params (dict of the hyperparameters the trial set: its non-null
-    `miner`/`loss.*`/`miner.*`/`train.*` columns), then the counts (completed, stopped, error[, running], total).
-    A loss whose trials all failed keeps its row, with no value. Sorted best first.
+    `metric` defaults to the study's (study.json), else recall@1. Columns: the `by` keys, `metric` (the best
+    value; on the trials table `best_<metric>`, see results._schema), trial_id, study, config_id, best_epoch,
+    params (dict of the hyperparameters the trial set: its non-null dotted columns and `miner`), then the counts
+    (completed, stopped, error[, running], total). A loss whose trials all failed keeps its row, with no value.
+    Sorted best first.
     """
+    metric = study_metric(trials, metric)
     column = metric_column(trials, metric)
     sign = resolve_mode(column, mode, trials).sign
     by = list(by)

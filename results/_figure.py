@@ -9,7 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from results._atomic import write_atomic
+from dml_core.files import write_atomic
 
 __all__ = ["panel_grid", "save_png"]
 
@@ -31,4 +31,6 @@ def panel_grid(count: int, *, width: float = 4.8, height: float = 3.4) -> tuple[
 
 def save_png(figure: Figure, path: Path | str) -> Path:
     """Write `figure` as PNG to `path` atomically and return the path."""
-    return write_atomic(Path(path), lambda file: figure.savefig(file, format="png", dpi=100))
+    path = Path(path)
+    write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=100))
+    return path

@@ -18,7 +18,9 @@ import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from results._best import SCORED, scored_rows
-from results._schema import Mode, Status, hyperparameter_columns, metric_column, require_loss, resolve_mode
+from dml_core.mode import Mode
+from results._schema import hyperparameter_columns, metric_column, require_loss, resolve_mode, study_metric
+from results.study_dir import Status
 from results._sensitivity import is_log_scale
 
 if TYPE_CHECKING:
@@ -30,13 +32,14 @@ __all__ = ["MIN_TRIALS", "importance"]
 MIN_TRIALS = 20
 
 
-def importance(trials: pd.DataFrame, *, loss: str, metric: str = "recall@1", mode: Mode | str | None = None,
+def importance(trials: pd.DataFrame, *, loss: str, metric: str | None = None, mode: Mode | str | None = None,
                params: Sequence[str] | None = None, min_trials: int = MIN_TRIALS,
                evaluator: BaseImportanceEvaluator | None = None,
                statuses: Iterable[Status | str] = SCORED) -> pd.Series:
     """Importance (summing to 1) of each hyperparameter of `loss` for `metric`, largest first.
 
-    Hyperparameters are the loss's non-null `miner`/`loss.*`/`miner.*`/`train.*` columns (or `params`); those
+    `metric` defaults to the study's. Hyperparameters are the loss's non-null dotted columns and `miner` (or
+    `params`); those
     with a single value are dropped. Distributions come from the column types: float -> FloatDistribution, int ->
     IntDistribution (log-scaled as in study.json, else positive values over two decades), str/bool ->
     CategoricalDistribution. `evaluator=None` is Optuna's default (PED-ANOVA). Fewer than `min_trials` scored
@@ -45,7 +48,7 @@ def importance(trials: pd.DataFrame, *, loss: str, metric: str = "recall@1", mod
     if isinstance(min_trials, bool) or not isinstance(min_trials, (int, np.integer)) or min_trials < 2:
         raise ValueError(f"min_trials must be an integer of at least 2, got {min_trials=}")
     rows = require_loss(trials, loss)
-    column = metric_column(trials, metric)
+    column = metric_column(trials, study_metric(trials, metric))
     direction = resolve_mode(column, mode, trials)
     rows = scored_rows(rows, column, statuses)
     rows = rows[np.isfinite(rows[column].astype("float64"))]

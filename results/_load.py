@@ -8,8 +8,11 @@ that sampled other losses concatenate with nulls in the columns they lack.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
 
 import pandas as pd
 import pyarrow as pa
@@ -18,22 +21,41 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from results._schema import METRICS
-from results._study_dir import (Location, PathsLike, StudyInfo, epochs_path, filesystem_of, read_study_info,
-                                study_dirs, trials_path)
+from dml_core.config import TrainConfig
+from dml_core.files import Location, is_uri, resolve_filesystem
+from results.study_dir import StudyInfo, StudyPaths, epochs_schema, read_study_info, trials_schema
 
-__all__ = ["load_epochs", "load_trials"]
+__all__ = ["PathsLike", "load_epochs", "load_trials", "study_dirs"]
 
-_IDS = [("study", pa.string()), ("trial_id", pa.string()), ("config_id", pa.string()), ("loss", pa.string()),
-        ("miner", pa.string()), ("seed", pa.int64()), ("fold", pa.int64())]
-# The columns an empty table still has (a running study has no trials.parquet yet), so code downstream finds them.
-_EMPTY_EPOCHS = pa.schema(_IDS + [("epoch", pa.int64())] + [(m, pa.float64()) for m in METRICS])
-_EMPTY_TRIALS = pa.schema(_IDS + [("status", pa.string()), ("error", pa.string()), ("epochs", pa.int64()),
-                                  ("best_epoch", pa.int64())]
-                          + [(p + m, pa.float64()) for p in ("best_", "last_") for m in METRICS]
-                          + [("wall_time_s", pa.float64())])
+PathsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
+# The metrics of a table whose study does not list them (a study.json from before it did): TrainConfig's default.
+_DEFAULT_METRICS = TrainConfig().metric_names
 # Nullable pandas dtypes keep integer and boolean columns what they are when a study's other losses leave nulls.
 _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def study_dirs(paths: PathsLike) -> list[Location]:
+    """One path or URI or several -> study directories, each checked, duplicates dropped (first kept)."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise ValueError("no study directory given; expected one path or several")
+    dirs: list[Location] = []
+    for item in items:
+        path: Location = str(item).rstrip("/") if is_uri(item) else Path(item).expanduser().resolve()
+        try:
+            # One filesystem per directory: on an object store each resolution can cost a request.
+            filesystem, inner = resolve_filesystem(path)
+            study = StudyPaths(inner)
+            found = any(filesystem.get_file_info(str(where)).type != pafs.FileType.NotFound
+                        for where in (study.epochs, study.trials, study.study))
+        except (OSError, ValueError) as err:  # an unknown URI scheme, unreachable storage, missing credentials
+            raise ValueError(f"{item} cannot be read: {err}".splitlines()[0]) from None
+        if not found:
+            raise ValueError(f"{item} is not a study directory: expected study.json, results/epochs.parquet or "
+                             f"results/trials.parquet inside it")
+        if path not in dirs:
+            dirs.append(path)
+    return dirs
 
 
 @dataclass(frozen=True)
@@ -51,18 +73,21 @@ def load_epochs(paths: PathsLike, *, columns: Sequence[str] | None = None) -> pd
     read; a name no study has raises ValueError, a pattern may match nothing. The frame's `attrs` carry what
     study.json says: `log_scale`, and `metric` and `mode` when the studies agree on them.
     """
-    return _load(paths, epochs_path, _EMPTY_EPOCHS, columns)
+    return _load(paths, lambda d: StudyPaths(d).epochs, epochs_schema, columns)
 
 
 def load_trials(paths: PathsLike, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per finished trial of every study in `paths`; empty (with the fixed columns) while none finished."""
-    return _load(paths, trials_path, _EMPTY_TRIALS, columns)
+    return _load(paths, lambda d: StudyPaths(d).trials, trials_schema, columns)
 
 
-def _load(paths: PathsLike, where: Callable[[Location], Location], empty: pa.Schema,
+def _load(paths: PathsLike, where: Callable[[Location], Location], schema: Callable[..., pa.Schema],
           columns: Sequence[str] | None) -> pd.DataFrame:
     infos = [read_study_info(d) for d in study_dirs(paths)]
     sources = [s for s in (_source(info, where(info.path)) for info in infos) if s is not None]
+    # The columns an empty table still has (a running study has no trials.parquet yet), so code downstream
+    # finds them.
+    empty = schema({}, _metrics(infos) or _DEFAULT_METRICS)
     names = _selected(columns, [s.schema for s in sources] or [empty])
     tables = [_read(source, names) for source in sources]
     if tables:
@@ -79,7 +104,7 @@ def _load(paths: PathsLike, where: Callable[[Location], Location], empty: pa.Sch
 
 def _source(info: StudyInfo, dataset: Location) -> _Source | None:
     """The part files of one table and their unified schema; None while the table has no part yet."""
-    filesystem, inner = filesystem_of(dataset)
+    filesystem, inner = resolve_filesystem(dataset)
     if filesystem.get_file_info(inner).type == pafs.FileType.NotFound:
         return None
     # Hidden names ('.', '_') are parts still being written: the discovery skips them.
@@ -128,7 +153,7 @@ def _read(source: _Source, names: list[str]) -> pa.Table:
 def _attrs(infos: list[StudyInfo]) -> dict[str, object]:
     """study.json facts for downstream defaults: the metric and mode only when every study agrees on them."""
     known = [i for i in infos if i.from_file]
-    metrics = {i.metric for i in known}
+    targets = {i.metric for i in known}
     modes = {i.mode.value for i in known}
     log_scale: dict[str, list[str]] = {}
     for info in infos:
@@ -136,6 +161,14 @@ def _attrs(infos: list[StudyInfo]) -> dict[str, object]:
             log_scale.setdefault(loss, [])
             log_scale[loss] += [c for c in cols if c not in log_scale[loss]]
     attrs: dict[str, object] = {"studies": [i.name for i in infos], "log_scale": log_scale}
-    if len(metrics) == 1 and len(modes) == 1:
-        attrs["metric"], attrs["mode"] = metrics.pop(), modes.pop()
+    reported = _metrics(infos)
+    if reported:
+        attrs["metrics"] = reported
+    if len(targets) == 1 and len(modes) == 1:
+        attrs["metric"], attrs["mode"] = targets.pop(), modes.pop()
     return attrs
+
+
+def _metrics(infos: list[StudyInfo]) -> list[str]:
+    """Every metric some study lists, in first-seen order (empty when no study.json lists them)."""
+    return list(dict.fromkeys(m for info in infos for m in info.metrics))

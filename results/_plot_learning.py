@@ -15,7 +15,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from results._figure import panel_grid, save_png
-from results._schema import Status, metric_column
+from results._schema import metric_column, study_metric
+from results.study_dir import Status
 
 __all__ = ["learning_curves_figure", "plot_learning_curves"]
 
@@ -40,20 +41,21 @@ _STYLES = {
 }
 
 
-def plot_learning_curves(epochs: pd.DataFrame, path: Path | str, *, metric: str = "recall@1",
+def plot_learning_curves(epochs: pd.DataFrame, path: Path | str, *, metric: str | None = None,
                          trials: pd.DataFrame | None = None, losses: Sequence[str] | None = None) -> Path:
     """Write `learning_curves_figure` as a PNG to `path` (atomically); returns the path."""
     return save_png(learning_curves_figure(epochs, metric=metric, trials=trials, losses=losses), path)
 
 
-def learning_curves_figure(epochs: pd.DataFrame, *, metric: str = "recall@1", trials: pd.DataFrame | None = None,
+def learning_curves_figure(epochs: pd.DataFrame, *, metric: str | None = None, trials: pd.DataFrame | None = None,
                            losses: Sequence[str] | None = None) -> Figure:
     """One panel per loss: `metric` against epoch, a line per trial.
 
     With `trials`, lines are styled by status: completed solid, stopped dashed ending in x, error dotted ending in X,
     and trials that have epochs but no trials row yet (running) solid ending in >. Without it all are grey.
+    `metric` defaults to the study's.
     """
-    column = metric_column(epochs, metric)
+    column = metric_column(epochs, study_metric(epochs, metric))
     rows = epochs.loc[epochs[column].notna(), [*_KEYS, "loss", "epoch", column]]
     rows = rows.assign(status=_statuses(rows, trials)).sort_values([*_KEYS, "epoch"], kind="stable")
     present = sorted(rows["loss"].dropna().unique().tolist())

@@ -13,7 +13,8 @@ from matplotlib.ticker import NullFormatter
 
 from results._best import SCORED
 from results._figure import panel_grid, save_png
-from results._schema import Status, hyperparameter_columns, require_loss
+from results._schema import hyperparameter_columns, require_loss, study_metric
+from results.study_dir import Status
 from results._sensitivity import sensitivity, sensitivity_points
 
 __all__ = ["plot_sensitivity", "sensitivity_figure", "varying_hyperparameters"]
@@ -29,7 +30,7 @@ def varying_hyperparameters(table: pd.DataFrame, loss: str) -> list[str]:
 
 
 def plot_sensitivity(table: pd.DataFrame, path: Path | str, *, loss: str, params: str | Sequence[str] | None = None,
-                     metric: str = "recall@1", bins: int | Sequence[float] | None = None,
+                     metric: str | None = None, bins: int | Sequence[float] | None = None,
                      statuses: Iterable[Status | str] = SCORED) -> Path:
     """Write `sensitivity_figure` as a PNG to `path` (atomically); returns the path."""
     figure = sensitivity_figure(table, loss=loss, params=params, metric=metric, bins=bins, statuses=statuses)
@@ -37,10 +38,12 @@ def plot_sensitivity(table: pd.DataFrame, path: Path | str, *, loss: str, params
 
 
 def sensitivity_figure(table: pd.DataFrame, *, loss: str, params: str | Sequence[str] | None = None,
-                       metric: str = "recall@1", bins: int | Sequence[float] | None = None,
+                       metric: str | None = None, bins: int | Sequence[float] | None = None,
                        statuses: Iterable[Status | str] = SCORED) -> Figure:
     """One panel per hyperparameter of `loss` (default: those that vary): `sensitivity` drawn as the mean line
-    with a mean +- std band, over the trials as points; a log x axis for log-scaled parameters."""
+    with a mean +- std band, over the trials as points; a log x axis for log-scaled parameters. `metric` defaults
+    to the study's."""
+    metric = study_metric(table, metric)
     names = [params] if isinstance(params, str) else list(params or varying_hyperparameters(table, loss))
     if not names:
         raise ValueError(f"loss {loss!r} has no hyperparameter that varies; nothing to plot")

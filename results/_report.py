@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from results._atomic import write_text_atomic
+from dml_core.files import write_text
+from dml_core.mode import Mode
 from results._best import SCORED, best_per_loss, scored_rows, status_counts
 from results._importance import MIN_TRIALS, importance
 from results._load import load_epochs, load_trials
@@ -16,14 +17,15 @@ from results._plot_importance import plot_importance
 from results._plot_learning import plot_learning_curves
 from results._plot_sensitivity import plot_sensitivity, varying_hyperparameters
 from results._running import trials_in_progress
-from results._schema import METRICS, Mode, metric_column, metric_name, resolve_mode
-from results._study_dir import PathsLike, StudyInfo, read_study_info, study_dirs
+from results._load import PathsLike, study_dirs
+from results._schema import metric_column, metric_name, metric_names, resolve_mode
+from results.study_dir import StudyInfo, read_study_info
 from results._summary import summary
 
 __all__ = ["write_report"]
 
 # What a report reads of the epochs table: enough for learning curves and for rows of trials still running.
-_EPOCH_COLUMNS = ("trial_id", "config_id", "loss", "miner", "seed", "fold", "epoch", "loss.*", "miner.*", "train.*")
+_EPOCH_COLUMNS = ("trial_id", "config_id", "loss", "miner", "epoch", "*.*")
 
 
 def write_report(paths: PathsLike, out_dir: Path | str | None = None, *, metric: str | None = None) -> Path:
@@ -56,7 +58,9 @@ def write_report(paths: PathsLike, out_dir: Path | str | None = None, *, metric:
         _sensitivity_section(trials, metric, out),
         _learning_section(epochs, finished, name, out),
     ]
-    return write_text_atomic(out / "report.md", "\n\n".join(s for s in sections if s) + "\n")
+    path = out / "report.md"
+    write_text(path, "\n\n".join(s for s in sections if s) + "\n")
+    return path
 
 
 def _header(infos: list[StudyInfo], trials: pd.DataFrame, metric: str, mode: Mode) -> str:
@@ -77,7 +81,7 @@ def _status_section(trials: pd.DataFrame) -> str:
 def _best_section(trials: pd.DataFrame, metric: str, mode: Mode) -> str:
     if trials.empty:
         return ""
-    best = best_per_loss(trials, metric, mode)
+    best = best_per_loss(trials, metric=metric, mode=mode)
     best["params"] = best["params"].map(format_params)
     best = best.rename(columns={"params": "hyperparameters", "trial_id": "trial", "best_epoch": "epoch"})
     return "## Best trial per loss\n\n" + markdown_table(best, {metric: format_metric})
@@ -85,8 +89,8 @@ def _best_section(trials: pd.DataFrame, metric: str, mode: Mode) -> str:
 
 def _summary_section(trials: pd.DataFrame, metric: str, mode: Mode) -> str:
     title = "## Best configuration over repeated runs (mean ± 95% CI)"
-    metrics = [m for m in METRICS if f"best_{m}" in trials.columns]
-    table = summary(trials, metrics, metric=metric, mode=mode) if metrics and len(trials) else pd.DataFrame()
+    metrics = [m for m in metric_names(trials) if f"best_{m}" in trials.columns]
+    table = summary(trials, metrics=metrics, metric=metric, mode=mode) if metrics and len(trials) else pd.DataFrame()
     if table.empty:
         return f"{title}\n\nNo completed trial yet."
     cells = table[["loss", "n"]].copy()

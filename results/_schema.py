@@ -1,58 +1,60 @@
-"""Column names of the study tables (docs/architecture.md) and the two closed sets results needs: Mode, Status.
+"""Column names of the study tables (results.study_dir) as the analysis reads them: metrics and hyperparameters.
 
 The trials table stores each metric twice, `best_<metric>` (at the trial's best epoch by the study metric) and
 `last_<metric>` (at its last epoch). Everywhere in results, `metric="recall@1"` on the trials table means
 `best_recall@1`: the value the trial would be selected by. Pass `"last_recall@1"` to use the last epoch instead.
+
+Sampled hyperparameters are exactly the dotted columns (`triplet.margin`, `miner.triplet_margin.margin`,
+`train.lr`, `model.embedding_dim`; search_spaces.space names them) plus `miner`, the choice of miner; no metric,
+timing or identifier column has a dot.
 """
 
 from __future__ import annotations
 
-import enum
 import re
+
 import pandas as pd
 
+from dml_core.mode import Mode
+from results.study_dir import REPEAT_COLUMNS
+
 __all__ = [
-    "HPARAM_PREFIXES",
-    "METRICS",
-    "REPEAT_COLUMNS",
-    "Mode",
-    "Status",
     "hyperparameter_columns",
+    "is_hyperparameter",
     "metric_column",
     "metric_name",
+    "metric_names",
     "require_loss",
+    "study_metric",
     "resolve_mode",
 ]
 
-# The eval metrics both tables carry, in the reality check's reading order.
-METRICS = ("precision@1", "r_precision", "map@r", "recall@1", "recall@2", "recall@4", "recall@8")
-# Sampled columns are `loss.<hparam>`, `miner.<hparam>`, `train.<field>`; `miner` itself is sampled too.
-HPARAM_PREFIXES = ("loss.", "miner.", "train.")
-# Sampled keys that tell repeats of one configuration apart: never hyperparameters of the configuration.
-REPEAT_COLUMNS = frozenset({"train.seed", "train.fold", "seed", "fold"})
-
 _LARGER_IS_BETTER = re.compile(r"(recall@\d+|precision@\d+|r_precision|map@r|map@\d+|nmi|ami|accuracy)")
 _SMALLER_IS_BETTER = re.compile(r".*(loss|time_s|error)")
+_RETRIEVAL = re.compile(r"(precision@1|r_precision|map@r|recall@\d+|nmi)")
 
 
-class Mode(str, enum.Enum):
-    """Direction of a metric; `sign` turns it into larger-is-better once, so no formula re-decides it."""
+def metric_names(table: pd.DataFrame) -> list[str]:
+    """The retrieval metrics of a table, in the reality check's reading order (P@1, R-Precision, MAP@R, then
+    Recall@K by K, then NMI): those its study lists (attrs["metrics"], from study.json), else those its columns
+    hold (`recall@10` counts as much as `recall@1`)."""
+    listed = table.attrs.get("metrics")
+    names = set(listed) if listed else {metric_name(c) for c in table.columns if _RETRIEVAL.fullmatch(metric_name(c))}
+    fixed = [m for m in ("precision@1", "r_precision", "map@r") if m in names]
+    recalls = sorted((m for m in names if m.startswith("recall@")), key=lambda m: int(m.split("@")[1]))
+    rest = sorted(m for m in names if m not in fixed and m not in recalls)
+    return [*fixed, *recalls, *rest]
 
-    MAX = "max"
-    MIN = "min"
 
-    @property
-    def sign(self) -> float:
-        return 1.0 if self is Mode.MAX else -1.0
+def is_hyperparameter(column: str) -> bool:
+    """A sampled hyperparameter column (dotted, or the miner choice) that is not a repeat key (seed, fold)."""
+    return (column == "miner" or "." in column) and column not in REPEAT_COLUMNS
 
 
-class Status(str, enum.Enum):
-    """A trial's state; RUNNING marks rows that results derives from the epochs of a trial not finished yet."""
-
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-    ERROR = "error"
-    RUNNING = "running"
+def study_metric(table: pd.DataFrame, metric: str | None) -> str:
+    """`metric`, else the metric the table's studies optimised (attrs, from study.json), else recall@1 (the study
+    config's default)."""
+    return metric if metric is not None else str(table.attrs.get("metric", "recall@1"))
 
 
 def metric_name(column: str) -> str:
@@ -65,8 +67,8 @@ def metric_name(column: str) -> str:
 
 def _metric_like(table: pd.DataFrame) -> list[str]:
     """Numeric columns that are results, not identifiers or hyperparameters (for error messages)."""
-    skip = {"seed", "fold", "epoch", "epochs", "best_epoch", "timestamp"}
-    return [c for c in table.columns if c not in skip and not c.startswith(HPARAM_PREFIXES)
+    skip = {"epoch", "epochs", "best_epoch", "timestamp"}
+    return [c for c in table.columns if c not in skip and "." not in c
             and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
 
 
@@ -109,15 +111,17 @@ def require_loss(table: pd.DataFrame, loss: str) -> pd.DataFrame:
 
 
 def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
-    """Sampled hyperparameter columns (`miner`, `loss.*`, `miner.*`, `train.*`) with at least one value in `table`,
-    loss hyperparameters first, then the miner's, then training overrides (schema order within each).
+    """Sampled hyperparameter columns with at least one value in `table`: the losses' first, then `miner` and the
+    miners', then the run's (`train.*`, `model.*`), schema order within each.
 
-    Repeat keys (seed, fold) are left out: they tell runs of one configuration apart.
+    Repeat keys (train.seed, train.fold) are left out: they tell runs of one configuration apart.
     """
-    wanted = [c for c in table.columns if (c == "miner" or c.startswith(HPARAM_PREFIXES)) and c not in REPEAT_COLUMNS]
+    wanted = [c for c in table.columns if is_hyperparameter(c)]
     present = table[wanted].notna().any()
     return sorted((c for c in wanted if present[c]), key=_reading_order)
 
 
 def _reading_order(column: str) -> int:
-    return 0 if column.startswith("loss.") else 2 if column.startswith("train.") else 1
+    if column == "miner" or column.startswith("miner."):
+        return 1
+    return 2 if column.startswith(("train.", "model.")) else 0

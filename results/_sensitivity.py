@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from results._best import SCORED, scored_rows
-from results._schema import Status, hyperparameter_columns, metric_column, require_loss
+from results._schema import hyperparameter_columns, metric_column, require_loss, study_metric
+from results.study_dir import Status
 
 __all__ = ["is_log_scale", "sensitivity", "sensitivity_points"]
 
@@ -21,12 +22,13 @@ _MAX_BINS = 10
 _LOG_SPAN = 100.0
 
 
-def sensitivity(table: pd.DataFrame, *, loss: str, param: str, metric: str = "recall@1",
+def sensitivity(table: pd.DataFrame, *, loss: str, param: str, metric: str | None = None,
                 bins: int | Sequence[float] | None = None, log: bool | None = None,
                 statuses: Iterable[Status | str] = SCORED) -> pd.DataFrame:
     """Mean, std and count of `metric` per value of `param` (a grid) or per bin of it, for one loss.
 
-    On the trials table `metric="recall@1"` reads `best_recall@1` (each trial's best epoch); on the epochs table it
+    `metric` defaults to the study's. On the trials table `metric="recall@1"` reads `best_recall@1` (each trial's
+    best epoch); on the epochs table it
     reads every epoch row, so filter it first (e.g. to one epoch) to compare trials at an equal budget.
     `bins=None` keeps the values of a grid (non-numeric, or at most 20 distinct values that repeat) and bins the
     rest into about sqrt(n) bins; an int forces that many bins, a sequence gives the edges. Bins are log-spaced
@@ -44,11 +46,11 @@ def sensitivity(table: pd.DataFrame, *, loss: str, param: str, metric: str = "re
     return curve
 
 
-def sensitivity_points(table: pd.DataFrame, *, loss: str, param: str, metric: str = "recall@1",
+def sensitivity_points(table: pd.DataFrame, *, loss: str, param: str, metric: str | None = None,
                        statuses: Iterable[Status | str] = SCORED) -> pd.DataFrame:
     """The rows `sensitivity` averages, as two columns: `param` and the metric column read."""
     rows = require_loss(table, loss)
-    column = metric_column(table, metric)
+    column = metric_column(table, study_metric(table, metric))
     available = hyperparameter_columns(rows)
     if param not in available:
         raise ValueError(f"hyperparameter {param!r} is not set by any trial of loss {loss!r}; "

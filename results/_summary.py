@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from results._best import require_columns, row_params, scored_rows
-from results._schema import METRICS, Mode, Status, hyperparameter_columns, metric_column, resolve_mode
+from dml_core.mode import Mode
+from results._schema import hyperparameter_columns, metric_column, metric_names, resolve_mode, study_metric
+from results.study_dir import Status
 
 __all__ = ["confidence_half_width", "summary"]
 
@@ -39,14 +41,14 @@ def confidence_half_width(std: pd.Series | np.ndarray, n: pd.Series | np.ndarray
         return np.where(n >= 2, t * std / np.sqrt(n), np.nan)
 
 
-def summary(trials: pd.DataFrame, metrics: Sequence[str] | None = None, *, metric: str | None = None,
+def summary(trials: pd.DataFrame, *, metrics: Sequence[str] | None = None, metric: str | None = None,
             mode: Mode | str | None = None, confidence: float = 0.95, min_repeats: int = 2,
             by: Sequence[str] = ("loss",), statuses: Iterable[Status | str] = _FULL_RUNS) -> pd.DataFrame:
     """Per loss (per `by` group): its best configuration over repeated runs, each metric's mean and CI half-width.
 
     The best configuration has the best mean of `metric` (default: the study's, else recall@1) among the
     configurations run at least `min_repeats` times, or among all of the loss's when none was. `metrics` default to
-    P@1, R-Precision, MAP@R and Recall@K, those the table has. On the trials table each metric is its `best_`
+    the study's (P@1, R-Precision, MAP@R, then Recall@K for its ks). On the trials table each metric is its `best_`
     column (the value at the trial's best epoch). Columns: the `by` keys, study, config_id, n, params, then
     `<metric>` (mean) and `<metric>_ci` (half-width) per metric; sorted best first.
     """
@@ -54,10 +56,10 @@ def summary(trials: pd.DataFrame, metrics: Sequence[str] | None = None, *, metri
         raise ValueError(f"confidence must be in (0, 1), got {confidence=}")
     if isinstance(min_repeats, bool) or not isinstance(min_repeats, (int, np.integer)) or min_repeats < 1:
         raise ValueError(f"min_repeats must be a positive integer, got {min_repeats=}")
-    metric = metric or str(trials.attrs.get("metric", "recall@1"))
+    metric = study_metric(trials, metric)
     select = metric_column(trials, metric)
     sign = resolve_mode(select, mode, trials).sign
-    names = list(metrics) if metrics is not None else [m for m in METRICS if f"best_{m}" in trials or m in trials]
+    names = list(metrics) if metrics is not None else metric_names(trials)
     columns = {name: metric_column(trials, name) for name in names}
     by = list(by)
     require_columns(trials, [*by, "config_id"])

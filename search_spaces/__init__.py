@@ -1,49 +1,35 @@
-"""search_spaces: the conditional hyperparameter space of a DML study, free of Ray.
+"""search_spaces: the conditional hyperparameter space of a DML study, free of Ray and Optuna.
 
 A study samples a loss, then that loss's hyperparameters, then one of the miners it may take and the miner's
-hyperparameters, then optional TrainConfig fields. A sampled configuration is one flat dict with dotted keys:
-{"loss": "triplet", "loss.margin": 0.1, "miner": "triplet_margin", "miner.margin": 0.2, "train.lr": 0.001}.
+hyperparameters, then optional training and model fields. A sampled configuration is one flat dict, each value
+under its one name (search_spaces.space says the rule):
+{"loss": "triplet", "triplet.margin": 0.1, "miner": "triplet_margin", "miner.triplet_margin.margin": 0.2,
+"train.lr": 0.001}.
 
-Build a space with `space_from_config` (YAML) or the presets `full_comparison` / `sensitivity`; turn it into
-configurations with `sample` (numpy Generator), `grid` (every combination) or `to_optuna` (define-by-run);
-describe it with `columns` (Parquet schema) and `log_scale` (log-scaled columns per loss).
+Four modules, one concept each:
+- `distributions`: Fixed, Uniform, LogUniform, IntRange, Choice, Grid (each knows its bounds, YAML form, grid
+  values, how to sample and how to ask Optuna) and the Domain of values a hyperparameter accepts;
+- `registry`: every loss's and miner's hyperparameters, default spaces (with their sources) and domains;
+- `space`: the study space, the naming rule, and walking the space (columns, sample, grid, suggest to Optuna,
+  boundary configurations, the TrainConfig of a configuration);
+- `config`: the YAML `search` section and the two presets (full comparison, sensitivity sweep).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from search_spaces._columns import columns, log_scale
-from search_spaces._config import SPACE_KEYS, space_from_config
-from search_spaces._domain import Domain
-from search_spaces._grid import grid
-from search_spaces._hparam import HParamDef
-from search_spaces._loss_defaults import LOSS_DEFAULTS
-from search_spaces._miner_defaults import MINER_DEFAULTS
-from search_spaces._params import Choice, Fixed, Grid, IntRange, LogUniform, Param, Uniform
-from search_spaces._probe import boundary_configs, boundary_values
-from search_spaces._presets import Preset, full_comparison, sensitivity
-from search_spaces._registry import NO_MINER
-from search_spaces._sample import sample
-from search_spaces._space import Entry, LossSpace, MinerSpace, StudySpace
-from search_spaces._spec import parse_spec, to_spec
-from search_spaces._values import Scalar, ValueKind
+from search_spaces.config import SPACE_KEYS, Preset, full_comparison_space, sensitivity_space, space_from_config
+from search_spaces.distributions import (Choice, Domain, Fixed, Grid, IntRange, LogUniform, Param, Scalar, Uniform,
+                                         ValueKind, parse_spec)
+from search_spaces.registry import LOSS_DEFAULTS, MINER_DEFAULTS, NO_MINER, HParamDef
+from search_spaces.space import (LOSS, MINER, MODEL_FIELDS, REPEAT_NAMES, TRAIN_FIELDS, Entry, LossSpace, MinerSpace,
+                                 StudySpace, boundary_configs, columns, grid, log_scale, loss_param_name,
+                                 miner_param_name, sample, suggest, suggest_loss, to_train_config)
 
 __all__ = [
-    "Fixed", "Uniform", "LogUniform", "IntRange", "Choice", "Grid", "Param", "Scalar", "ValueKind",
-    "Domain", "HParamDef", "LOSS_DEFAULTS", "MINER_DEFAULTS", "NO_MINER",
-    "Entry", "MinerSpace", "LossSpace", "StudySpace", "Preset", "full_comparison", "sensitivity",
-    "SPACE_KEYS", "space_from_config", "parse_spec", "to_spec",
-    "sample", "grid", "columns", "log_scale", "to_optuna", "boundary_values", "boundary_configs",
+    "Fixed", "Uniform", "LogUniform", "IntRange", "Choice", "Grid", "Param", "Scalar", "ValueKind", "Domain",
+    "parse_spec", "HParamDef", "LOSS_DEFAULTS", "MINER_DEFAULTS", "NO_MINER",
+    "LOSS", "MINER", "TRAIN_FIELDS", "MODEL_FIELDS", "REPEAT_NAMES", "Entry", "MinerSpace", "LossSpace", "StudySpace",
+    "loss_param_name", "miner_param_name", "columns", "log_scale", "sample", "grid", "suggest", "suggest_loss",
+    "boundary_configs", "to_train_config",
+    "Preset", "full_comparison_space", "sensitivity_space", "SPACE_KEYS", "space_from_config",
 ]
-
-
-def to_optuna(space: StudySpace) -> Callable[[Any], dict[str, Scalar]]:
-    """An Optuna define-by-run function `fn(trial: optuna.trial.BaseTrial) -> configuration` (see _optuna.py).
-
-    Imports optuna on first use only: sampling, grids and schemas need no Optuna.
-    """
-    from search_spaces._optuna import to_optuna as adapter
-
-    return adapter(space)

@@ -70,9 +70,8 @@ class CheckpointPruner(Callback):
                 log.warning("could not delete checkpoint %s: %s", checkpoint.path, exc)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        # Every trial has ended and Tune writes its final snapshot at the end: nothing is needed any more,
-        # except by a later restore of unfinished trials (an interrupted run), whose checkpoints stay.
-        for trial in trials:
-            if trial.status in ("TERMINATED", "ERROR"):
-                self._deletable += self._saved.pop(trial.trial_id, [])
+        # Only what the last snapshot made unnecessary. Tune writes its final snapshot (get_state above) before
+        # this call, so a study that finished has moved every finished trial's checkpoints there. A trial's
+        # status says nothing here: on an interrupt Tune marks running trials TERMINATED in memory after that
+        # snapshot listed them RUNNING, and the restore resumes them from the checkpoint it names.
         self.on_step_end(0, trials)

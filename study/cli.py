@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from study.errors import ConfigError
+from dml_core.errors import ConfigError
 
 __all__ = ["main"]
 
@@ -23,27 +23,26 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _params_text(params: Any, width: int = 90) -> str:
-    """`margin=0.2931 miner=triplet_margin miner.margin=0.3`: one line, loss prefixes dropped."""
+def _params_text(loss: str, params: Any, width: int = 90) -> str:
+    """`margin=0.2931 miner=triplet_margin miner.triplet_margin.margin=0.3`: one line, the loss's prefix dropped."""
     if not isinstance(params, dict):
         return ""
-    text = " ".join(f"{k.removeprefix('loss.')}={_short(v)}" for k, v in params.items())
+    text = " ".join(f"{k.removeprefix(loss + '.')}={_short(v)}" for k, v in params.items())
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _show(study_dir: str) -> None:
     """Trial counts by status and the best trial per loss, one line each."""
     import results
-    from study.runner import load_study_config
 
-    config = load_study_config(study_dir)
-    metric, mode = config.search.metric, config.search.mode.value
+    info = results.read_study_info(study_dir)
+    metric, mode = info.metric, info.mode
     trials = results.load_trials(study_dir)
     epochs = results.load_epochs(study_dir, columns=["trial_id"])
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     running = len(set(epochs["trial_id"]) - set(trials["trial_id"])) if len(epochs) else 0
     status = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-    print(f"study {config.name}: {len(trials)} finished trials ({status or 'none'}), {running} unfinished")
+    print(f"study {info.name}: {len(trials)} finished trials ({status or 'none'}), {running} unfinished")
     if not len(trials) or not trials[f"best_{metric}"].notna().any():
         return
     best = results.best_per_loss(trials, metric=metric, mode=mode)
@@ -52,19 +51,19 @@ def _show(study_dir: str) -> None:
         value = "-" if row[metric] != row[metric] else f"{row[metric]:.4f}"
         tally = f"{row.get('completed', 0)}/{row.get('stopped', 0)}/{row.get('error', 0)}"
         print(f"  {row['loss']:<19} {value:>7}  {tally:<8} trial {row['trial_id']}  "
-              f"{_params_text(row.get('params'))}")
+              f"{_params_text(row['loss'], row.get('params'))}")
 
 
 def _finish_message(run: Any) -> None:
-    from study.runner import study_paths
+    from results.study_dir import StudyPaths
 
-    paths = study_paths(run.study_dir)
+    paths = StudyPaths(run.study_dir)
     print()
     try:
         _show(run.study_dir)
     except Exception as exc:  # noqa: BLE001 - the study ran; a summary problem must not hide where results are
         print(f"(could not summarise the study: {exc})")
-    print(f"\nresults: {paths['epochs']}\n         {paths['trials']}")
+    print(f"\nresults: {paths.epochs}\n         {paths.trials}")
     print("         pandas.read_parquet(<path>) reads either table")
     if run.tracking_uri:
         print(f"MLflow:  mlflow ui --backend-store-uri {run.tracking_uri}")

@@ -1,8 +1,9 @@
 """The study configuration: one YAML file, parsed and validated in one place, before Ray starts.
 
 Every error names its key path (`train.batch_size: ...`) in one line. The sections map onto typed objects:
-`dataset`, `model` and `train` become the base `dml_core.train.TrainConfig` of every trial; `search` becomes a
-`search_spaces` study space plus the search algorithm; the rest configures Ray Tune, MLflow and the result sink.
+`dataset`, `model` and `train` become the base `dml_core.config.TrainConfig` of every trial (its `dataset`,
+`model` and own fields, key for field); `search` becomes a `search_spaces` study space plus the search
+algorithm; the rest configures Ray Tune, MLflow and the result sink. A section's key is its object's field.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from typing import Any
 
 import yaml
 
-from dml_core.train import TrainConfig
-from results import Mode  # one direction enum for the study and its analysis (results imports no Ray)
-from search_spaces import SPACE_KEYS
-from study.errors import ConfigError
+from dml_core.config import DatasetConfig, ModelConfig, TrainConfig
+from dml_core.errors import ConfigError, enum_value
+from dml_core.mode import Mode
+from search_spaces.config import SPACE_KEYS
+from search_spaces.space import TRAIN_FIELDS
 
 __all__ = [
     "Algorithm",
     "FailureSection",
-    "Mode",
     "RaySection",
     "ResourcesSection",
     "ResultsSection",
@@ -36,6 +37,7 @@ __all__ = [
     "SearchSection",
     "StudyConfig",
     "TrackingSection",
+    "ConfigError",
     "load_config",
     "parse_config",
     "read_yaml",
@@ -53,10 +55,6 @@ class SchedulerKind(str, enum.Enum):
     FIFO = "fifo"
 
 
-# TrainConfig fields that other sections own.
-_DATASET_FIELDS = {"name": "dataset", "root": "dataset_root", "options": "dataset_options"}
-_MODEL_FIELDS = ("trunk", "embedding_dim", "pretrained_weights", "freeze_batchnorm")
-_SEARCH_OWNED = ("loss", "loss_params", "miner", "miner_params")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -73,7 +71,9 @@ class SearchSection:
 @dataclass(frozen=True)
 class SchedulerSection:
     kind: SchedulerKind = SchedulerKind.ASHA
-    grace_period: int = 1  # epochs every trial gets before it can be stopped
+    # Epochs every trial gets before it can be stopped. 2, not 1: the proxy and classification losses start
+    # slowly from scratch, and one epoch prunes them for starting slowly (measured in docs/benchmarks.md).
+    grace_period: int = 2
     reduction_factor: int = 2  # keep the top 1/2 at each rung: aggressive enough for 14 losses on 2 cores
 
 
@@ -125,9 +125,6 @@ class StudyConfig:
     @property
     def study_dir(self) -> str:
         return _join(self.storage, self.name)
-
-    def with_overrides(self, **changes: Any) -> StudyConfig:
-        return dataclasses.replace(self, **changes)
 
 
 def _join(storage: str, name: str) -> str:
@@ -184,18 +181,16 @@ def _str(value: Any, path: str, *, optional: bool = False) -> str | None:
     return value
 
 
+def _required_str(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"expected a non-empty string, got {value!r}")
+    return value
+
+
 def _bool(value: Any, path: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(path, f"expected true or false, got {value!r}")
     return value
-
-
-def _enum(kind: type[enum.Enum], value: Any, path: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        valid = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
-        raise ConfigError(path, f"expected one of {valid}, got {value!r}") from None
 
 
 def _section(kind: type[Any], raw: Mapping[str, Any], path: str, parse: Mapping[str, Any]) -> Any:
@@ -209,49 +204,34 @@ def _section(kind: type[Any], raw: Mapping[str, Any], path: str, parse: Mapping[
 # Sections.
 
 
-def _train_config(raw: Mapping[str, Any]) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values: dict[str, Any] = {}
-
-    dataset = _mapping(raw.get("dataset"), "dataset")
-    _check_keys(dataset, list(_DATASET_FIELDS), "dataset")
-    for key, target in _DATASET_FIELDS.items():
-        if key in dataset:
-            values[target] = dataset[key]
-    if "name" in dataset:
-        _str(dataset["name"], "dataset.name")
-    if dataset.get("root") is not None:
-        _str(dataset["root"], "dataset.root")
-    _mapping(dataset.get("options"), "dataset.options")
-
-    model = _mapping(raw.get("model"), "model")
-    _check_keys(model, list(_MODEL_FIELDS), "model")
-    values.update(model)
-
-    train = _mapping(raw.get("train"), "train")
-    own = [f for f in sorted(fields) if f not in _MODEL_FIELDS and f not in _SEARCH_OWNED
-           and f not in _DATASET_FIELDS.values()]
-    _check_keys(train, own, "train")
-    values.update(train)
-
-    section_of = {f: "train" for f in own} | {f: "model" for f in _MODEL_FIELDS}
-    section_of |= {v: "dataset" for v in _DATASET_FIELDS.values()}
+def _part(kind: type[Any], raw: Any, path: str) -> Any:
+    """A frozen config object from a YAML section of the same field names; its errors at `path.<field>`."""
+    section = _mapping(raw, path)
+    _check_keys(section, [f.name for f in dataclasses.fields(kind)], path)
     try:
-        return TrainConfig(**values)
-    except (ValueError, TypeError) as exc:
-        message = str(exc)
-        # TrainConfig names the field first; translate it to the YAML key path.
-        name = message.split(" ", 1)[0]
-        yaml_key = {v: k for k, v in _DATASET_FIELDS.items()}.get(name, name)
-        raise ConfigError(f"{section_of.get(name, 'train')}.{yaml_key}", message) from None
+        return kind(**section)
+    except ConfigError as error:
+        raise error.within(path) from None
+
+
+def _train_config(raw: Mapping[str, Any]) -> TrainConfig:
+    """The sections `dataset`, `model` and `train`: each is the config object of the same name, key for field."""
+    dataset = _part(DatasetConfig, raw.get("dataset"), "dataset")
+    model = _part(ModelConfig, raw.get("model"), "model")
+    train = _mapping(raw.get("train"), "train")
+    _check_keys(train, TRAIN_FIELDS, "train")
+    try:
+        return TrainConfig(dataset=dataset, model=model, **train)
+    except ConfigError as error:
+        raise error.within("train") from None
 
 
 def _search(raw: Any) -> SearchSection:
     section = _mapping(raw, "search")
-    own = {"algorithm": lambda v, p: _enum(Algorithm, v, p),
+    own = {"algorithm": lambda v, p: enum_value(Algorithm, v, p),
            "num_samples": lambda v, p: _int(v, p, minimum=1),
            "metric": _str,
-           "mode": lambda v, p: _enum(Mode, v, p),
+           "mode": lambda v, p: enum_value(Mode, v, p),
            "seed": lambda v, p: _int(v, p, minimum=0)}
     _check_keys(section, list(own) + list(SPACE_KEYS), "search")
     values = {k: own[k](section[k], f"search.{k}") for k in section if k in own}
@@ -260,13 +240,8 @@ def _search(raw: Any) -> SearchSection:
 
 
 def _scheduler(raw: Any) -> SchedulerSection:
-    section = dict(_mapping(raw, "scheduler"))
-    if "type" in section:
-        section["kind"] = section.pop("type")
-    elif "kind" in section:
-        raise ConfigError("scheduler.kind", "unknown key; the scheduler is chosen with scheduler.type")
-    parsed = _section(SchedulerSection, section, "scheduler", {
-        "kind": lambda v, p: _enum(SchedulerKind, v, "scheduler.type"),
+    parsed = _section(SchedulerSection, _mapping(raw, "scheduler"), "scheduler", {
+        "kind": lambda v, p: enum_value(SchedulerKind, v, p),
         "grace_period": lambda v, p: _int(v, p, minimum=1),
         "reduction_factor": lambda v, p: _int(v, p, minimum=2),
     })
@@ -324,18 +299,16 @@ def parse_config(raw: Any, *, storage: str | None = None, name: str | None = Non
     """Validate a loaded YAML document (plus command-line overrides) into a StudyConfig."""
     doc = _mapping(raw, "")
     _check_keys(doc, list(_TOP_KEYS), "")
-    study_name = _str(name if name is not None else doc.get("name", "study"), "name")
-    assert study_name is not None
+    study_name = _required_str(name if name is not None else doc.get("name", "study"), "name")
     if not _NAME_RE.match(study_name):
         raise ConfigError("name", f"expected letters, digits, '.', '_' or '-' (a directory name), got {study_name!r}")
-    study_storage = _str(storage if storage is not None else doc.get("storage", "studies"), "storage")
-    assert study_storage is not None
+    study_storage = _required_str(storage if storage is not None else doc.get("storage", "studies"), "storage")
     search = _search(doc.get("search"))
     if num_samples is not None:
         search = dataclasses.replace(search, num_samples=_int(num_samples, "--num-samples", minimum=1))
     ray_section = _ray(doc.get("ray"))
     if address is not None:
-        ray_section = dataclasses.replace(ray_section, address=_str(address, "--address"))
+        ray_section = dataclasses.replace(ray_section, address=_required_str(address, "--address"))
     config = StudyConfig(
         name=study_name,
         storage=study_storage,
@@ -356,14 +329,8 @@ def parse_config(raw: Any, *, storage: str | None = None, name: str | None = Non
     return config
 
 
-def metric_names(train: TrainConfig) -> list[str]:
-    """The metrics every epoch reports, in table order."""
-    names = [f"recall@{k}" for k in train.ks] + ["precision@1", "r_precision", "map@r"]
-    return names + (["nmi"] if train.include_nmi else [])
-
-
 def _check_metric(config: StudyConfig) -> None:
-    names = metric_names(config.train)
+    names = config.train.metric_names
     if config.search.metric not in names:
         raise ConfigError("search.metric", f"expected one of {', '.join(names)}, got {config.search.metric!r}")
 
@@ -393,9 +360,17 @@ def load_config(path: str | Path, **overrides: Any) -> StudyConfig:
     if not file.is_file():
         raise ConfigError(str(file), "no such config file (expected a study YAML, e.g. configs/default.yaml)")
     try:
-        raw = read_yaml(file.read_text())
+        raw = read_yaml(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(file), "not a text file (expected a study YAML, e.g. configs/default.yaml)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(str(file), f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        # An empty file would otherwise run the whole default study under the name "study".
+        raise ConfigError(str(file), "empty config; a study YAML names at least the study (see configs/default.yaml)")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(str(file), f"expected a mapping of sections (name, dataset, train, search, ...), "
+                                     f"got {type(raw).__name__}")
     return parse_config(raw, **overrides)

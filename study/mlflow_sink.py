@@ -16,9 +16,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from study.records import TrialStatus, mlflow_metric_name
+from results.study_dir import Status
 
-__all__ = ["MlflowSink"]
+__all__ = ["MlflowSink", "mlflow_metric_name"]
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,13 @@ log = logging.getLogger(__name__)
 TAG_STUDY = "dml_study.study_uid"
 TAG_TRIAL = "dml_study.trial_id"
 TAG_ROLE = "dml_study.role"
-_RUN_STATUS = {TrialStatus.COMPLETED: "FINISHED", TrialStatus.STOPPED: "KILLED", TrialStatus.ERROR: "FAILED"}
+_RUN_STATUS = {Status.COMPLETED: "FINISHED", Status.STOPPED: "KILLED", Status.ERROR: "FAILED"}
 _MAX_PARAM_LEN = 6000  # MLflow's limit on one parameter value
+
+
+def mlflow_metric_name(name: str) -> str:
+    """MLflow refuses '@' in metric names: recall@1 -> recall_at_1, map@r -> map_at_r."""
+    return name.replace("@", "_at_")
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
@@ -139,7 +144,7 @@ class MlflowSink:
         self._metrics[run_id] += [Metric(mlflow_metric_name(k), float(v), millis, epoch)
                                   for k, v in values.items() if v is not None]
 
-    def end_trial(self, trial_id: str, status: TrialStatus, *, stop_reason: str | None,
+    def end_trial(self, trial_id: str, status: Status, *, stop_reason: str | None,
                   error: str | None) -> None:
         from mlflow.entities import RunTag
 
@@ -202,7 +207,7 @@ class MlflowSink:
                 continue
             from mlflow.entities import RunTag
 
-            tags = [RunTag("status", TrialStatus.ERROR.value), RunTag("stop_reason", "lost"), RunTag("error", message)]
+            tags = [RunTag("status", Status.ERROR.value), RunTag("stop_reason", "lost"), RunTag("error", message)]
             self.client.log_batch(run.info.run_id, tags=tags, synchronous=True)
             self.client.set_terminated(run.info.run_id, status="FAILED")
 

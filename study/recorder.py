@@ -25,19 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from ray.tune import Callback
 
-from dml_core.train import TrainConfig
+from dml_core.config import TrainConfig
+from results.study_dir import EPOCH_TIMING, REPEAT_COLUMNS, PartTable, Status, epochs_schema, trials_schema
+from search_spaces.space import to_train_config
 from study.mlflow_sink import MlflowSink
-from study.part_table import PartTable
-from study.records import (
-    EPOCH_TIMING,
-    TrialStatus,
-    TrialSummary,
-    epoch_row,
-    epochs_schema,
-    trial_head,
-    trial_train_config,
-    trials_schema,
-)
+from study.records import TrialSummary, epoch_row, trial_head
 
 __all__ = ["LOST_MESSAGE", "StudyRecorder", "error_message"]
 
@@ -175,7 +167,7 @@ class StudyRecorder(Callback):
 
     def _head_keys(self, row: Mapping[str, Any]) -> list[str]:
         """The trial-identifying columns of a row: its configuration, seed and fold (MLflow params)."""
-        return [k for k in row if k in ("config_id", "loss", "miner", "seed", "fold") or k in self.param_columns]
+        return [k for k in row if k in ("config_id", "loss", "miner", *REPEAT_COLUMNS) or k in self.param_columns]
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._open()
@@ -209,23 +201,23 @@ class StudyRecorder(Callback):
             return  # finished in an earlier run of this study, replayed by a restore
         if self.mlflow is not None:
             self._start_mlflow_run(trial_id, row)  # a trial can fail before its first result
-            self.mlflow.end_trial(trial_id, TrialStatus(row["status"]), stop_reason=row["stop_reason"],
+            self.mlflow.end_trial(trial_id, Status(row["status"]), stop_reason=row["stop_reason"],
                                   error=row["error"])
         self._written_trials.add(trial_id)
         self._trial_buffer.append(row)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         summary = self._summary(trial)
-        max_epochs = trial_train_config(self.base, trial.config).epochs
+        max_epochs = to_train_config(self.base, trial.config).epochs
         if summary.epochs >= max_epochs:
-            self._finish(trial, TrialStatus.COMPLETED, stop_reason="max_epochs")
+            self._finish(trial, Status.COMPLETED, stop_reason="max_epochs")
         else:
-            self._finish(trial, TrialStatus.STOPPED, stop_reason=self.stop_reason)
+            self._finish(trial, Status.STOPPED, stop_reason=self.stop_reason)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._finish(trial, TrialStatus.ERROR, stop_reason="error", error=error_message(_error_text(trial)))
+        self._finish(trial, Status.ERROR, stop_reason="error", error=error_message(_error_text(trial)))
 
-    def _finish(self, trial: Any, status: TrialStatus, *, stop_reason: str, error: str | None = None) -> None:
+    def _finish(self, trial: Any, status: Status, *, stop_reason: str, error: str | None = None) -> None:
         self._open()
         summary = self._summaries.pop(trial.trial_id, None) or TrialSummary(head=self._head(trial))
         self._admit_trial(summary.row(status, error=error, stop_reason=stop_reason, metrics=self.metrics))
@@ -259,7 +251,7 @@ class StudyRecorder(Callback):
                 summary = TrialSummary(head=head)
                 for row in mine:
                     summary.update(row, metric=self.metric, sign=self.sign, metrics=self.metrics)
-                self._admit_trial(summary.row(TrialStatus.ERROR, error=LOST_MESSAGE, stop_reason="lost",
+                self._admit_trial(summary.row(Status.ERROR, error=LOST_MESSAGE, stop_reason="lost",
                                               metrics=self.metrics))
         if self.mlflow is not None:
             self.flush()

@@ -14,13 +14,13 @@ from typing import Any
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from study.errors import ConfigError
-from study.part_table import resolve_filesystem
-from study.runner import load_study_config, study_paths
+from dml_core.errors import ConfigError
+from dml_core.files import resolve_filesystem
+from results import is_hyperparameter
+from results.study_dir import REPEAT_COLUMNS, StudyPaths
+from study.runner import load_study_config
 
 __all__ = ["RerunResult", "recorded_trial", "rerun_trial"]
-
-_RUN_COLUMNS = ("study", "trial_id", "config_id", "seed", "fold", "epoch")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def _plain(value: Any) -> Any:
 
 def recorded_trial(study_dir: str | Path, trial_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(sampled configuration, epoch rows in order) of one trial, read from epochs.parquet."""
-    path = study_paths(str(study_dir))["epochs"]
+    path = StudyPaths(str(study_dir)).epochs
     filesystem, inner = resolve_filesystem(path)  # a local path or the study's storage URI
     if filesystem.get_file_info(inner).type == pafs.FileType.NotFound:
         raise ConfigError(str(study_dir), "no results/epochs.parquet: not a study directory, or no epoch finished")
@@ -54,11 +54,9 @@ def recorded_trial(study_dir: str | Path, trial_id: str) -> tuple[dict[str, Any]
         sample = ", ".join(sorted(known.to_pylist())[:5])
         raise ConfigError("TRIAL_ID", f"no trial {trial_id!r} in {path} (trials include: {sample}, ...)")
     first = rows[0]
+    # The sampled values (dotted columns and the two choices) and the seed and fold the trial ran with.
     sampled = {k: _plain(v) for k, v in first.items() if v is not None
-               and (k in ("loss", "miner") or k.startswith(("loss.", "miner.", "train.")))}
-    sampled["train.seed"] = int(first["seed"])
-    if first.get("fold") is not None:
-        sampled["train.fold"] = int(first["fold"])
+               and (k in ("loss", *REPEAT_COLUMNS) or is_hyperparameter(k))}
     return sampled, rows
 
 
@@ -66,14 +64,13 @@ def rerun_trial(study_dir: str | Path, trial_id: str, *, device: str = "cpu") ->
     import torch
 
     from dml_core.train import train
-    from study.config import metric_names
-    from study.records import trial_train_config
+    from search_spaces.space import to_train_config
 
     config = load_study_config(study_dir)
     sampled, rows = recorded_trial(study_dir, trial_id)
-    train_config = trial_train_config(config.train, sampled).replace(device=device)
+    train_config = to_train_config(config.train, sampled).replace(device=device)
     epochs_recorded = len(rows)
-    metrics = metric_names(train_config)
+    metrics = train_config.metric_names
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(config.resources.cpus_per_trial)))

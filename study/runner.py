@@ -8,29 +8,25 @@ continue from their last checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from study.config import SchedulerKind, StudyConfig, parse_config, read_yaml
-from study.errors import ConfigError
-from study import storage
+from dml_core.errors import ConfigError
+from dml_core.files import read_text, write_text
+from results.study_dir import (CONFIG_FILE, FORMAT_VERSION, MLFLOW_DB, TUNE_DIR, StudyInfo, StudyPaths,
+                               new_study_info, read_study_info, write_study_info)
 from study.checkpoint_pruner import CheckpointPruner
+from study.config import SchedulerKind, StudyConfig, parse_config, read_yaml
 from study.plan import StudyPlan, plan_study
-from study.storage import read_text, write_text
 
-__all__ = ["StudyRun", "load_study_config", "resume_study", "run_study", "study_paths"]
-
-TUNE_DIR = "tune"
-CONFIG_FILE = "config.yaml"
-STUDY_FILE = "study.json"
+__all__ = ["StudyRun", "load_study_config", "resume_study", "run_study"]
 
 
 @dataclass(frozen=True)
@@ -40,17 +36,6 @@ class StudyRun:
     wall_time_s: float
     num_trials: int
     tracking_uri: str | None
-
-
-def study_paths(study_dir: str) -> dict[str, str]:
-    return {
-        "config": f"{study_dir}/{CONFIG_FILE}",
-        "study": f"{study_dir}/{STUDY_FILE}",
-        "tune": f"{study_dir}/{TUNE_DIR}",
-        "results": f"{study_dir}/results",
-        "epochs": f"{study_dir}/results/epochs.parquet",
-        "trials": f"{study_dir}/results/trials.parquet",
-    }
 
 
 def _resolved_raw(config: StudyConfig) -> dict[str, Any]:
@@ -68,7 +53,7 @@ def _resolved_raw(config: StudyConfig) -> dict[str, Any]:
 def load_study_config(study_dir: str | Path) -> StudyConfig:
     """The config a study was started with, re-anchored at its current directory (it may have moved)."""
     directory = str(study_dir).rstrip("/")
-    text = read_text(storage.join(directory, CONFIG_FILE))
+    text = read_text(StudyPaths(directory).config)
     if text is None:
         raise ConfigError(directory, f"not a study directory (expected {CONFIG_FILE} written by dml-study run)")
     if "://" in directory:
@@ -84,18 +69,7 @@ def _tracking_uri(plan: StudyPlan) -> str | None:
         return None
     if config.tracking.uri is not None:
         return config.tracking.uri
-    return f"sqlite:///{config.study_dir}/mlflow.db"
-
-
-def _study_meta(plan: StudyPlan, existing: dict[str, Any] | None) -> dict[str, Any]:
-    return {
-        "name": plan.config.name,
-        "uid": (existing or {}).get("uid") or uuid.uuid4().hex,
-        "metric": plan.config.search.metric,
-        "mode": plan.config.search.mode.value,
-        "log_scale": plan.log_scale,
-        "created": (existing or {}).get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    return f"sqlite:///{config.study_dir}/{MLFLOW_DB}"
 
 
 def _scheduler(plan: StudyPlan) -> Any:
@@ -109,45 +83,61 @@ def _scheduler(plan: StudyPlan) -> Any:
 
 
 def _searcher(plan: StudyPlan) -> Any:
-    import search_spaces
     from study.searcher import GridSearcher, OptunaSearcher
 
     search = plan.config.search
     if plan.grid is not None:
         return GridSearcher(plan.grid, metric=search.metric, mode=search.mode, repeats=search.num_samples,
                             base_seed=plan.base.seed)
-    return OptunaSearcher(search_spaces.to_optuna(plan.space), metric=search.metric, mode=search.mode,
-                          max_epochs=plan.base.epochs, algorithm=search.algorithm, seed=search.seed,
-                          cover=list(plan.space.loss_names))
+    return OptunaSearcher(plan.space, metric=search.metric, mode=search.mode, max_epochs=plan.base.epochs,
+                          algorithm=search.algorithm, seed=search.seed)
 
 
-def _recorder(plan: StudyPlan, meta: dict[str, Any], tracking_uri: str | None) -> Any:
+def _flat(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Nested sections as dotted YAML key paths: {"model": {"trunk": "x"}} -> {"model.trunk": "x"}."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _study_params(config: StudyConfig) -> dict[str, Any]:
+    """The study's settings as MLflow params, each under its YAML key path (`train.lr`, `model.trunk`)."""
+    train = config.train.to_dict()
+    params = _flat({"dataset": train.pop("dataset"), "model": train.pop("model")}, "")
+    params.update(_flat(train, "train."))
+    params.update({"search.algorithm": config.search.algorithm.value,
+                   "search.num_samples": config.search.num_samples, "search.metric": config.search.metric,
+                   "search.mode": config.search.mode.value, "search.seed": config.search.seed,
+                   "scheduler.kind": config.scheduler.kind.value,
+                   "scheduler.grace_period": config.scheduler.grace_period,
+                   "scheduler.reduction_factor": config.scheduler.reduction_factor,
+                   "study_dir": config.study_dir})
+    return params
+
+
+def _recorder(plan: StudyPlan, info: StudyInfo, tracking_uri: str | None) -> Any:
     from study.mlflow_sink import MlflowSink
     from study.recorder import StudyRecorder
 
     config = plan.config
-    paths = study_paths(config.study_dir)
+    paths = StudyPaths(config.study_dir)
     mlflow = None
     if tracking_uri is not None:
         local = "://" not in config.study_dir
         artifacts = Path(config.study_dir, "mlartifacts").as_uri() if local and config.tracking.uri is None else None
         mlflow = MlflowSink(tracking_uri=tracking_uri, experiment=config.tracking.experiment or config.name,
-                            study_uid=meta["uid"], artifact_location=artifacts)
-    study_params = {f"train.{k}": v for k, v in config.train.to_dict().items()}
-    study_params.update({"search.algorithm": config.search.algorithm.value,
-                         "search.num_samples": config.search.num_samples, "search.metric": config.search.metric,
-                         "search.mode": config.search.mode.value, "search.seed": config.search.seed,
-                         "scheduler.type": config.scheduler.kind.value,
-                         "scheduler.grace_period": config.scheduler.grace_period,
-                         "scheduler.reduction_factor": config.scheduler.reduction_factor,
-                         "study_dir": config.study_dir})
+                            study_uid=info.uid, artifact_location=artifacts)
     stop_reason = config.scheduler.kind.value
-    return StudyRecorder(study=config.name, results_dir=paths["results"], base=config.train,
+    return StudyRecorder(study=config.name, results_dir=str(paths.results), base=config.train,
                          param_columns=plan.param_columns, metrics=plan.metrics, metric=config.search.metric,
                          sign=config.search.mode.sign, stop_reason=stop_reason,
                          flush_interval_s=config.results.flush_interval_s, flush_rows=config.results.flush_rows,
-                         mlflow=mlflow, mlflow_study_params=study_params,
-                         mlflow_artifacts=[paths["config"]] if "://" not in paths["config"] else [])
+                         mlflow=mlflow, mlflow_study_params=_study_params(config),
+                         mlflow_artifacts=[str(paths.config)] if "://" not in config.study_dir else [])
 
 
 def _progress(plan: StudyPlan, enabled: bool) -> list[Any]:
@@ -203,31 +193,37 @@ def _trainable(plan: StudyPlan) -> Any:
     return tune.with_resources(with_base, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
 
 
-def _prepare_dir(plan: StudyPlan) -> tuple[bool, dict[str, Any]]:
+def _prepare_dir(plan: StudyPlan) -> tuple[bool, StudyInfo]:
     """(restore?, study.json). Writes config.yaml and study.json for a new study; checks an existing one."""
     from ray.tune import Tuner
 
     config = plan.config
-    paths = study_paths(config.study_dir)
-    text = read_text(paths["study"])
-    if text is not None:
+    paths = StudyPaths(config.study_dir)
+    if read_text(paths.study) is not None:
         try:
-            existing = json.loads(text)
+            existing = read_study_info(config.study_dir)
         except ValueError:
-            raise ConfigError(paths["study"], "not valid JSON; restore it from a copy, or remove the study "
-                                              "directory to start again") from None
+            raise ConfigError(str(paths.study), "not valid JSON; restore it from a copy, or remove the study "
+                                                "directory to start again") from None
+        if existing.format != FORMAT_VERSION:
+            raise ConfigError(config.study_dir, f"written by an older dml-study (directory format "
+                                                f"{existing.format}, this version writes {FORMAT_VERSION}, with "
+                                                f"other column names); finish it with the version that started "
+                                                f"it, or choose another --name")
         stored = load_study_config(config.study_dir)
         if _resolved_raw(stored) != _resolved_raw(config):
             raise ConfigError(config.study_dir, "a study with this name exists with a different configuration; "
                                                 "choose another --name or run `dml-study resume` on it")
-        if not Tuner.can_restore(paths["tune"]):
+        if not Tuner.can_restore(str(paths.tune)):
             raise ConfigError(config.study_dir, "the study directory exists but holds no Ray Tune state to "
                                                 "restore; remove it or choose another --name")
         return True, existing
-    meta = _study_meta(plan, None)
-    write_text(paths["config"], yaml.safe_dump(_resolved_raw(config), sort_keys=False))
-    write_text(paths["study"], json.dumps(meta, indent=2))  # last: its presence marks a study directory
-    return False, meta
+    search = config.search
+    info = new_study_info(config.study_dir, name=config.name, metric=search.metric, mode=search.mode,
+                          metrics=plan.metrics, log_scale=plan.log_scale)
+    write_text(paths.config, yaml.safe_dump(_resolved_raw(config), sort_keys=False))
+    write_study_info(info)  # last: its presence marks a study directory
+    return False, info
 
 
 def _quiet_libraries() -> None:
@@ -250,7 +246,7 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
     """
     started = time.perf_counter()
     plan = plan_study(config)
-    restore, meta = _prepare_dir(plan)
+    restore, info = _prepare_dir(plan)
     tracking_uri = _tracking_uri(plan)
     _quiet_libraries()
     _init_ray(plan)
@@ -258,9 +254,9 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
 
     from ray import tune
 
-    paths = study_paths(plan.config.study_dir)
+    paths = StudyPaths(plan.config.study_dir)
     if restore:
-        tuner = tune.Tuner.restore(paths["tune"], trainable=_trainable(plan), resume_unfinished=True,
+        tuner = tune.Tuner.restore(str(paths.tune), trainable=_trainable(plan), resume_unfinished=True,
                                    resume_errored=False)
     else:
         search = plan.config.search
@@ -270,7 +266,7 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
             reuse_actors=True)
         run_config = tune.RunConfig(
             name=TUNE_DIR, storage_path=plan.config.study_dir,
-            callbacks=[_recorder(plan, meta, tracking_uri), CheckpointPruner(), *_progress(plan, progress),
+            callbacks=[_recorder(plan, info, tracking_uri), CheckpointPruner(), *_progress(plan, progress),
                        *(callbacks or [])],
             failure_config=tune.FailureConfig(max_failures=plan.config.failure.max_failures),
             # Keep every checkpoint as far as Tune knows (num_to_keep would force an experiment snapshot per

@@ -4,25 +4,33 @@ Why not Ray's OptunaSearch: when ASHA stops a trial early, OptunaSearch tells Op
 its last low-budget value, so TPE learns that a configuration stopped after one epoch scored that one epoch's
 recall. Here every epoch is reported to Optuna as an intermediate value, and a trial that ended before its last
 epoch without an error is told as PRUNED, which is what Optuna's samplers expect of early-stopped trials.
+
+One Optuna study per loss, plus one that chooses the loss. Within a loss's study every sampled value has its one
+name (search_spaces.space), `miner` included, so Optuna's trials table joins with ours; a single study over all
+losses could not name the miner choice `miner` (its choices differ per loss, and Optuna keeps one distribution per
+name). Each loss's TPE also learns only from its own trials, and its cost grows with them, not with the study.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
-from ray import cloudpickle  # the define-by-run function may be a closure
+from ray import cloudpickle  # the space holds plain frozen dataclasses; cloudpickle keeps the state robust
 from ray.tune.search import Searcher
 
-from study.config import Algorithm, Mode
+from dml_core.mode import Mode
+from search_spaces.space import LOSS, StudySpace, suggest, suggest_loss
+from study.config import Algorithm
 
 __all__ = ["GridSearcher", "OptunaSearcher", "outcome"]
 
-DefineByRun = Callable[[optuna.Trial], dict[str, Any]]
-LOSS_PARAM = "loss"  # the Optuna name of the loss choice in search_spaces.to_optuna
+# The Optuna user attribute holding the Tune trial id: it joins Optuna's trials table with the study's tables.
+TRIAL_ID_ATTR = "trial_id"
 
 
 def outcome(result: Mapping[str, Any] | None, *, error: bool, max_epochs: int,
@@ -44,10 +52,15 @@ def _sampler(algorithm: Algorithm, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # group=True: TPE models each conditional branch (one loss's parameters) separately instead of
-        # falling back to independent sampling; constant_liar keeps parallel trials from piling onto one point.
+        # group=True: TPE models each conditional branch (one miner's parameters) separately instead of falling
+        # back to independent sampling; constant_liar keeps parallel trials from piling onto one point.
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
                                           n_startup_trials=10)
+
+
+def _loss_seed(seed: int, loss: str) -> int:
+    """A seed per loss study, fixed by the study seed and the loss name (not by the order of the losses)."""
+    return zlib.crc32(f"{seed}:{loss}".encode())
 
 
 class _StatefulSearcher(Searcher):
@@ -63,35 +76,47 @@ class _StatefulSearcher(Searcher):
 
 
 class OptunaSearcher(_StatefulSearcher):
-    """Asks Optuna for each trial's configuration through a define-by-run function; tells it how trials ended."""
+    """Asks Optuna for each trial's configuration (define-by-run over the space); tells it how trials ended.
 
-    def __init__(self, define_by_run: DefineByRun, *, metric: str, mode: Mode, max_epochs: int,
-                 algorithm: Algorithm = Algorithm.OPTUNA, seed: int = 0, cover: Sequence[str] = ()) -> None:
+    The loss is chosen by its own study (a categorical `loss`; the first trials take each loss once, so a
+    comparison sees every loss before TPE starts to concentrate on the promising ones), the rest by that loss's
+    study. Both are told each epoch's value and how the trial ended.
+    """
+
+    def __init__(self, space: StudySpace, *, metric: str, mode: Mode, max_epochs: int,
+                 algorithm: Algorithm = Algorithm.OPTUNA, seed: int = 0) -> None:
         super().__init__(metric=metric, mode=mode.value)
-        self._define_by_run = define_by_run
+        self._space = space
         self._max_epochs = max_epochs
         direction = "maximize" if mode is Mode.MAX else "minimize"
-        self._study = optuna.create_study(direction=direction, sampler=_sampler(algorithm, seed))
-        # The first trials take each loss in `cover` once (their other parameters still sampled), so a comparison
-        # sees every loss before TPE starts to concentrate on the promising ones.
-        for loss in cover if len(cover) > 1 else ():
-            self._study.enqueue_trial({LOSS_PARAM: loss})
-        self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial, until told
+        self._chooser = optuna.create_study(direction=direction, sampler=_sampler(algorithm, seed))
+        for loss in space.loss_names if len(space.loss_names) > 1 else ():
+            self._chooser.enqueue_trial({LOSS: loss})
+        self._studies = {loss: optuna.create_study(direction=direction,
+                                                   sampler=_sampler(algorithm, _loss_seed(seed, loss)))
+                         for loss in space.loss_names}
+        # Tune trial id -> (its loss, its open Optuna trials: the chooser's, the loss study's), until told.
+        self._trials: dict[str, tuple[str, optuna.Trial, optuna.Trial]] = {}
         self._reported: dict[str, int] = {}  # Tune trial id -> last epoch reported to Optuna
         self._epochs: dict[str, int] = {}  # Tune trial id -> its epochs, where the space samples train.epochs
 
     @property
-    def study(self) -> optuna.Study:
-        return self._study
+    def studies(self) -> dict[str, optuna.Study]:
+        """The Optuna study of each loss (its trials carry the Tune trial id as user attribute `trial_id`)."""
+        return dict(self._studies)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
                               **spec: Any) -> bool:
         return True  # metric and mode came with the constructor; the space is ours, not Tune's param_space
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        trial = self._study.ask()
-        self._trials[trial_id] = trial
-        config = self._define_by_run(trial)
+        chooser = self._chooser.ask()
+        loss = suggest_loss(self._space, chooser)
+        trial = self._studies[loss].ask()
+        for opened in (chooser, trial):
+            opened.set_user_attr(TRIAL_ID_ATTR, trial_id)
+        self._trials[trial_id] = (loss, chooser, trial)
+        config = suggest(self._space, loss, trial)
         if "train.epochs" in config:
             self._epochs[trial_id] = int(config["train.epochs"])
         return config
@@ -104,7 +129,9 @@ class OptunaSearcher(_StatefulSearcher):
             return
         if int(epoch) <= self._reported.get(trial_id, 0):
             return  # re-reported after a restore: Optuna already has this step
-        self._trials[trial_id].report(float(value), step=int(epoch))
+        _, chooser, trial = self._trials[trial_id]
+        for opened in (chooser, trial):
+            opened.report(float(value), step=int(epoch))
         self._reported[trial_id] = int(epoch)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
@@ -115,20 +142,25 @@ class OptunaSearcher(_StatefulSearcher):
         max_epochs = self._epochs.pop(trial_id, self._max_epochs)
         state, value = outcome(result, error=error, max_epochs=max_epochs, metric=self._metric)
         # Told trials leave the map, so a completion replayed after a restore is ignored above.
-        self._study.tell(self._trials.pop(trial_id), value, state=state)
+        loss, chooser, trial = self._trials.pop(trial_id)
+        self._chooser.tell(chooser, value, state=state)
+        self._studies[loss].tell(trial, value, state=state)
         self._reported.pop(trial_id, None)
 
     def get_state(self) -> dict[str, Any]:
-        # One pickle holds the study and the open trials, which refer to it.
-        return {"study": self._study, "trials": dict(self._trials), "reported": dict(self._reported),
-                "max_epochs": self._max_epochs, "epochs": dict(self._epochs)}
+        # One pickle holds the studies and the open trials, which refer to them.
+        return {"space": self._space, "chooser": self._chooser, "studies": self._studies,
+                "trials": dict(self._trials), "reported": dict(self._reported), "max_epochs": self._max_epochs,
+                "epochs": dict(self._epochs)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._study = state["study"]
+        self._space = state["space"]
+        self._chooser = state["chooser"]
+        self._studies = state["studies"]
         self._trials = dict(state["trials"])
         self._reported = dict(state["reported"])
         self._max_epochs = state["max_epochs"]
-        self._epochs = dict(state.get("epochs", {}))
+        self._epochs = dict(state["epochs"])
 
 
 class GridSearcher(_StatefulSearcher):

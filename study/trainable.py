@@ -14,8 +14,9 @@ import ray
 import torch
 from ray import tune
 
-from dml_core.train import TrainConfig, train
-from study.records import trial_train_config
+from dml_core.config import TrainConfig
+from dml_core.train import train
+from search_spaces.space import to_train_config
 
 __all__ = ["CHECKPOINT_FILE", "dml_trainable"]
 
@@ -30,7 +31,7 @@ def _threads() -> int:
 
 def dml_trainable(config: dict[str, Any], base: TrainConfig) -> None:
     torch.set_num_threads(_threads())
-    train_config = trial_train_config(base, config)
+    train_config = to_train_config(base, config)
 
     resume = None
     checkpoint = tune.get_checkpoint()

@@ -64,7 +64,7 @@ def test_canonical_rendering_is_centred_and_unclipped(faces: list[Any]) -> None:
             image = render_glyph(face, ord(char), SAME_CANVAS)
             assert image.shape == (SAME_CANVAS, SAME_CANVAS) and image.dtype == np.uint8
             rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
-            # Nothing touches the border (an italic's negative bearing used to be cut off) ...
+            # Nothing touches the border (an italic's negative left bearing must not push ink off the canvas) ...
             assert rows[0] > 0 and cols[0] > 0 and rows[-1] < SAME_CANVAS - 1 and cols[-1] < SAME_CANVAS - 1
             # ... and the ink box is centred to within a pixel.
             assert abs(rows[0] + rows[-1] - (SAME_CANVAS - 1)) <= 1

@@ -9,10 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from results_fixtures import assert_valid_png, hand_ci, study_frames, write_study
+from results_fixtures import assert_valid_png, hand_ci, metrics_for, study_frames, write_study
 from scipy import stats
 
+from dml_core.mode import Mode
 from results import write_report
+from results.study_dir import new_study_info, write_study_info
 
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
@@ -102,7 +104,7 @@ def test_report_summary_matches_a_hand_computed_interval(report: SimpleNamespace
 def test_report_importance_table_and_skipped_losses(report: SimpleNamespace) -> None:
     section = _section(report.text, "Hyperparameter importance")
     row = _row(section, "normalized_softmax")
-    assert row[1].startswith("loss.temperature ")  # the parameter the synthetic recall depends on
+    assert row[1].startswith("normalized_softmax.temperature ")  # the parameter the synthetic recall depends on
     scored = int(((report.ta["loss"] == "triplet") & (report.ta["status"] != "error")).sum())
     assert f"`triplet` ({scored} scored trials; importance needs 20)" in section
     assert "`contrastive` (" in section
@@ -128,5 +130,44 @@ def test_report_of_a_study_with_no_finished_trial(report: SimpleNamespace, tmp_p
 
 
 def test_report_refuses_a_directory_that_is_not_a_study(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"is not a study directory: expected results/epochs.parquet"):
+    with pytest.raises(ValueError, match=r"is not a study directory: expected study.json, results/epochs.parquet "
+                                         r"or results/trials.parquet"):
         write_report(tmp_path)
+
+
+def test_report_tables_hold_every_metric_the_study_reports(tmp_path: Path) -> None:
+    """A study whose train.ks is [1, 10] and that optimised recall@10: recall@10 is in the report's tables and is
+    the metric (study.json's), recall@2 (not reported) is nowhere."""
+    epochs, trials = study_frames(np.random.default_rng(32), study="ks", losses=["triplet", "contrastive"],
+                                  configs_per_loss=3, repeats=3, ks=(1, 10))
+    info = new_study_info(tmp_path, name="ks", metric="recall@10", mode=Mode.MAX, metrics=metrics_for((1, 10)),
+                          log_scale={})
+    study = write_study(tmp_path, "ks", epochs, trials, metrics=info.metrics, study_json=info)
+    text = write_report(study, tmp_path / "out").read_text()
+    assert "Metric: **recall@10** (max)" in text
+    best = _section(text, "Best trial per loss")
+    scored = trials[trials["status"] != "error"]
+    for loss, rows in scored.groupby("loss"):
+        assert _row(best, loss)[1] == f"{rows['best_recall@10'].max():.4f}"
+    section = _section(text, "Best configuration over repeated runs")
+    header = _row(section, "loss")
+    assert header[:7] == ["loss", "n", "precision@1", "r_precision", "map@r", "recall@1", "recall@10"]
+    done = trials[trials["status"] == "completed"]
+    for loss in ("triplet", "contrastive"):
+        row = dict(zip(header, _row(section, loss)))
+        chosen = done[(done["loss"] == loss) & (done["config_id"] == row["config"])]
+        values = chosen["best_recall@10"].tolist()
+        mean, half = hand_ci(values, stats.t.ppf(0.975, len(values) - 1))
+        assert row["n"] == str(len(values)) and row["recall@10"] == f"{mean:.4f} ± {half:.4f}"
+    assert "recall@2" not in text and "recall@8" not in text
+
+
+def test_report_of_a_study_that_has_not_flushed_yet(tmp_path: Path) -> None:
+    """Only study.json so far (the study writes it at its start): a report that says so, with the study's metric."""
+    write_study_info(new_study_info(tmp_path / "fresh", name="fresh", metric="recall@10", mode=Mode.MAX,
+                                    metrics=metrics_for((1, 10)), log_scale={}))
+    text = write_report(tmp_path / "fresh").read_text()
+    assert "- `fresh`: 0 trials" in text and "no study.json" not in text
+    assert "Metric: **recall@10** (max)" in text
+    assert "No trial has reported an epoch yet." in text and "No completed trial yet." in text
+    assert not IMAGE_LINK.findall(text)

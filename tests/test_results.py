@@ -1,7 +1,10 @@
-"""results: loading study tables, best per loss, sensitivity, importance and the repeated-runs summary."""
+"""results: loading study tables, best per loss, sensitivity, importance, the repeated-runs summary, the metrics a
+study reports, and the API's conventions (the table first, the rest keyword-only, metric=None the study's)."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
 import subprocess
 import sys
@@ -10,17 +13,28 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from results_fixtures import hand_ci, study_frames, temperature_trials, write_study
+from results_fixtures import (
+    EVAL_METRICS,
+    LOG_SCALE,
+    hand_ci,
+    metrics_for,
+    study_frames,
+    temperature_trials,
+    write_part,
+    write_study,
+)
+from scipy import stats
 
+import results
 from results import (
     Mode,
     best_per_loss,
     importance,
     load_epochs,
     load_trials,
+    metric_names,
     sensitivity,
     status_counts,
     summary,
@@ -28,7 +42,10 @@ from results import (
 )
 
 GRID = (0.005, 0.01, 0.03, 0.05, 0.1, 0.5, 1.0)
-HPARAM_PREFIXES = ("loss.", "miner.", "train.")
+# The table order of a study with train.ks = [1, 10], and the order results reads them in (P@1, R-Precision,
+# MAP@R, then Recall@K by K).
+KS_METRICS = metrics_for((1, 10))  # recall@1, recall@10, precision@1, r_precision, map@r
+KS_ORDER = ["precision@1", "r_precision", "map@r", "recall@1", "recall@10"]
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +57,38 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     ea, ta = study_frames(rng, study="alpha", losses=["normalized_softmax", "triplet"], configs_per_loss=4,
                           repeats=3)
     eb, tb = study_frames(rng, study="beta", losses=["contrastive"], configs_per_loss=3, repeats=4,
-                          repeat_by="fold")
+                          repeat_by="train.fold")
     alpha = write_study(root, "alpha", ea, ta, drop_from_first_part=["train.lr"])
     beta = write_study(root, "beta", eb, tb, parts=2)
     return SimpleNamespace(alpha=alpha, beta=beta, ea=ea, ta=ta, eb=eb, tb=tb)
 
 
+@pytest.fixture(scope="module")
+def ks_study(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A study whose train.ks is [1, 10]: its tables hold recall@1 and recall@10 only, study.json lists them; the
+    same tables again under an older study.json that lists no metrics."""
+    root = tmp_path_factory.mktemp("ks")
+    epochs, trials = study_frames(np.random.default_rng(12), study="ks", losses=["triplet", "contrastive"],
+                                  configs_per_loss=3, repeats=3, ks=(1, 10))
+    listed = write_study(root, "ks", epochs, trials, metrics=KS_METRICS)
+    unlisted = write_study(root, "ks_old", epochs, trials, metrics=KS_METRICS,
+                           study_json={"name": "ks_old", "metric": "recall@1", "mode": "max"})
+    return SimpleNamespace(listed=listed, unlisted=unlisted, epochs=epochs, trials=trials)
+
+
+def json_of(info: results.StudyInfo) -> dict[str, object]:
+    """study.json's content as a mapping, to write an edited copy."""
+    return json.loads(info.to_json())
+
+
 def _first_part_ids(table_dir: Path) -> set[str]:
-    first = sorted(table_dir.glob("part-*.parquet"))[0]
+    first = min(table_dir.glob("part-*.parquet"))
     return set(pq.read_table(first, columns=["trial_id"])["trial_id"].to_pylist())
 
 
 def _hparams(row: pd.Series) -> dict[str, object]:
-    return {k: v for k, v in row.items() if (k == "miner" or k.startswith(HPARAM_PREFIXES))
+    """The sampled values a trial set, by the naming rule (dotted, or the miner choice; not seed or fold)."""
+    return {k: v for k, v in row.items() if (k == "miner" or "." in k)
             and k not in ("train.seed", "train.fold") and not pd.isna(v)}
 
 
@@ -79,20 +115,45 @@ def test_load_concatenates_studies_that_sampled_other_losses(studies: SimpleName
     assert trials.groupby("study").size().to_dict() == {"alpha": len(studies.ta), "beta": len(studies.tb)}
     beta = trials[trials["study"] == "beta"]
     alpha = trials[trials["study"] == "alpha"]
-    assert beta[["loss.temperature", "loss.margin", "miner.margin"]].isna().all().all()
-    assert alpha["loss.neg_margin"].isna().all() and alpha["fold"].isna().all()
+    assert beta[["normalized_softmax.temperature", "triplet.margin", "miner.triplet_margin.margin"]].isna().all().all()
+    assert alpha["contrastive.neg_margin"].isna().all() and alpha["train.fold"].isna().all()
     merged = beta.merge(studies.tb, on="trial_id", suffixes=("", "_truth"))
-    np.testing.assert_allclose(merged["loss.neg_margin"], merged["loss.neg_margin_truth"])
+    np.testing.assert_allclose(merged["contrastive.neg_margin"], merged["contrastive.neg_margin_truth"])
     np.testing.assert_allclose(merged["best_recall@1"].fillna(-1), merged["best_recall@1_truth"].fillna(-1))
-    assert merged["fold"].tolist() == merged["fold_truth"].tolist()
-    assert str(trials["seed"].dtype) == "Int64" and str(trials["best_epoch"].dtype) == "Int64"
+    assert merged["train.fold"].tolist() == merged["train.fold_truth"].tolist()
+    assert str(trials["train.seed"].dtype) == "Int64" and str(trials["best_epoch"].dtype) == "Int64"
+    assert trials.attrs["studies"] == ["alpha", "beta"]
+    assert trials.attrs["metrics"] == list(EVAL_METRICS)
+    assert trials.attrs["log_scale"]["normalized_softmax"] == LOG_SCALE["normalized_softmax"]
+
+
+def test_load_gives_the_metric_and_mode_the_studies_agree_on(studies: SimpleNamespace, tmp_path: Path) -> None:
+    trials = load_trials([studies.alpha, studies.beta])
     assert trials.attrs["metric"] == "recall@1" and trials.attrs["mode"] == "max"
-    assert trials.attrs["log_scale"]["normalized_softmax"] == ["loss.temperature", "train.lr"]
+    info = results.read_study_info(studies.beta)
+    by_map = write_study(tmp_path, "by_map", studies.eb, studies.tb,
+                         study_json={**json_of(info), "name": "by_map", "metric": "map@r"})
+    loaded = load_trials(by_map)
+    assert loaded.attrs["metric"] == "map@r" and loaded.attrs["mode"] == "max"
+    assert "map@r" in best_per_loss(loaded).columns  # metric=None: the study's
+
+
+def test_load_leaves_the_metric_out_when_the_studies_disagree(studies: SimpleNamespace, tmp_path: Path) -> None:
+    other = write_study(tmp_path, "other", studies.eb, studies.tb,
+                        study_json={**json_of(results.read_study_info(studies.beta)), "name": "other",
+                                    "metric": "map@r"})
+    attrs = load_trials([studies.alpha, other]).attrs
+    assert "metric" not in attrs and "mode" not in attrs
+    # Without metric in attrs every metric=None falls back to recall@1.
+    assert "recall@1" in best_per_loss(load_trials([studies.alpha, other])).columns
 
 
 def test_load_reads_only_the_requested_columns(studies: SimpleNamespace) -> None:
-    epochs = load_epochs([studies.alpha, studies.beta], columns=["trial_id", "loss.*", "recall@1"])
-    wanted = {c for c in (*studies.ea.columns, *studies.eb.columns) if c.startswith("loss.")}
+    # Patterns may match in one study only: alpha has no contrastive columns, beta no triplet ones.
+    epochs = load_epochs([studies.alpha, studies.beta], columns=["trial_id", "triplet.*", "contrastive.*",
+                                                                  "recall@1"])
+    wanted = {c for c in (*studies.ea.columns, *studies.eb.columns) if c.startswith(("triplet.", "contrastive."))}
+    assert wanted >= {"triplet.margin", "contrastive.pos_margin", "contrastive.neg_margin"}
     assert set(epochs.columns) == {"study", "trial_id", "recall@1"} | wanted
     assert len(epochs) == len(studies.ea) + len(studies.eb)
     with pytest.raises(ValueError, match=r"'no_such_column'.*available: .*recall@1"):
@@ -116,27 +177,27 @@ def test_studies_on_a_uri_load_like_local_ones(studies: SimpleNamespace, tmp_pat
 def test_load_names_the_study_after_its_directory_when_the_table_does_not(tmp_path: Path) -> None:
     epochs, trials = study_frames(np.random.default_rng(0), study="x", losses=["triplet"], configs_per_loss=2)
     old = write_study(tmp_path, "old_study", epochs.drop(columns="study"), trials.drop(columns="study"),
-                      study_json=False)
+                      omit=["study"], study_json=False)
+    assert "study" not in pq.read_schema(min((old / "results" / "trials.parquet").glob("part-*"))).names
     loaded = load_trials(old)
     assert (loaded["study"] == "old_study").all() and len(loaded) == len(trials)
-    assert "metric" not in loaded.attrs and loaded.attrs["log_scale"] == {}
+    assert "metric" not in loaded.attrs and "metrics" not in loaded.attrs and loaded.attrs["log_scale"] == {}
 
 
 def test_load_sees_parts_that_appear_between_calls(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     epochs, trials = study_frames(rng, study="live", losses=["triplet"], configs_per_loss=2, repeats=2)
-    later_epochs, later_trials = study_frames(rng, study="live", losses=["contrastive"], configs_per_loss=1,
-                                              repeats=2)
+    _, later_trials = study_frames(rng, study="live", losses=["contrastive"], configs_per_loss=1, repeats=2)
     later_trials["trial_id"] = later_trials["trial_id"] + "_late"
     study = write_study(tmp_path, "live", epochs, trials, parts=1)
     assert len(load_trials(study)) == len(trials)
-    # A later part with other columns (another loss's), as the study appends it while running.
-    pq.write_table(pa.Table.from_pandas(later_trials, preserve_index=False),
-                   study / "results" / "trials.parquet" / "part-00009-late.parquet")
+    # A later part with other columns (another loss's), as a study appends it while running.
+    write_part(study / "results" / "trials.parquet", later_trials, table="trials")
     reloaded = load_trials(study)
     assert len(reloaded) == len(trials) + len(later_trials)
     assert set(reloaded["loss"]) == {"triplet", "contrastive"}
-    assert reloaded["loss.neg_margin"].notna().sum() == len(later_trials)
+    assert reloaded["contrastive.neg_margin"].notna().sum() == len(later_trials)
+    assert reloaded["triplet.margin"].notna().sum() == len(trials)
 
 
 def test_running_study_has_empty_trials_and_rows_from_its_epochs(tmp_path: Path) -> None:
@@ -144,7 +205,7 @@ def test_running_study_has_empty_trials_and_rows_from_its_epochs(tmp_path: Path)
     epochs, truth = study_frames(rng, study="run", losses=["triplet", "contrastive"], configs_per_loss=3)
     study = write_study(tmp_path, "run", epochs, None)
     finished = load_trials(study)
-    assert finished.empty and {"status", "best_recall@1", "trial_id"} <= set(finished.columns)
+    assert finished.empty and {"status", "best_recall@1", "trial_id", "train.seed"} <= set(finished.columns)
     running = trials_in_progress(load_epochs(study), finished)
     expected = truth[truth["epochs"] > 0].set_index("trial_id")
     running = running.set_index("trial_id").loc[expected.index]
@@ -153,7 +214,8 @@ def test_running_study_has_empty_trials_and_rows_from_its_epochs(tmp_path: Path)
         np.testing.assert_allclose(running[column], expected[column], err_msg=column)
     assert running["best_epoch"].tolist() == expected["best_epoch"].tolist()
     assert running["epochs"].tolist() == expected["epochs"].tolist()
-    assert running["loss.margin"].fillna(-1).tolist() == expected["loss.margin"].fillna(-1).tolist()
+    assert running["train.seed"].tolist() == expected["train.seed"].tolist()
+    assert running["triplet.margin"].fillna(-1).tolist() == expected["triplet.margin"].fillna(-1).tolist()
 
 
 def test_trials_in_progress_leaves_out_finished_trials(studies: SimpleNamespace) -> None:
@@ -169,18 +231,147 @@ def test_trials_in_progress_leaves_out_finished_trials(studies: SimpleNamespace)
 def test_a_directory_that_is_not_a_study_is_refused(tmp_path: Path) -> None:
     (tmp_path / "results").mkdir()
     for path in (tmp_path, tmp_path / "missing"):
-        with pytest.raises(ValueError, match="not a study directory: expected results/epochs.parquet") as err:
+        with pytest.raises(ValueError, match=r"not a study directory: expected study.json, "
+                                             r"results/epochs.parquet or results/trials.parquet") as err:
             load_trials(path)
         assert str(path) in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ValueError, match="no study directory given"):
         load_epochs([])
 
 
-def test_a_broken_study_json_is_refused(studies: SimpleNamespace, tmp_path: Path) -> None:
+def test_a_broken_study_json_is_refused(tmp_path: Path) -> None:
     epochs, trials = study_frames(np.random.default_rng(0), study="j", losses=["triplet"], configs_per_loss=1)
     study = write_study(tmp_path, "j", epochs, trials, study_json={"name": "j", "mode": "upwards"})
-    with pytest.raises(ValueError, match=r"study.json is not a valid study.json"):
-        load_trials(study)
+    for load in (load_trials, load_epochs):
+        with pytest.raises(ValueError, match=r"study.json is not a valid study.json") as err:
+            load(study)
+        assert str(study / "study.json") in str(err.value) and "\n" not in str(err.value)
+
+
+# --- the metrics come from the study -----------------------------------------------------------------------------
+
+def test_metric_names_are_the_studys_in_reading_order(ks_study: SimpleNamespace) -> None:
+    for load in (load_trials, load_epochs):
+        table = load(ks_study.listed)
+        assert table.attrs["metrics"] == list(KS_METRICS)  # as study.json lists them
+        assert metric_names(table) == KS_ORDER
+
+
+def test_metric_names_without_study_json_metrics_come_from_the_columns(ks_study: SimpleNamespace) -> None:
+    for load in (load_trials, load_epochs):
+        table = load(ks_study.unlisted)
+        assert "metrics" not in table.attrs
+        assert metric_names(table) == KS_ORDER
+    # Recall@K by K as a number (recall@10 after recall@2), best_/last_ read as one metric, NMI last; timings,
+    # losses and hyperparameters are not retrieval metrics.
+    columns = ["best_recall@10", "last_recall@10", "best_recall@2", "best_nmi", "best_map@r", "best_train_loss",
+               "best_r_precision", "best_precision@1", "train.lr", "epoch_time_s", "best_epoch"]
+    frame = pd.DataFrame({c: [0.5] for c in columns})
+    assert metric_names(frame) == ["precision@1", "r_precision", "map@r", "recall@2", "recall@10", "nmi"]
+    # A study's list wins over the columns: its metrics, in reading order, even one without a column yet.
+    frame.attrs["metrics"] = ["recall@4", "map@r", "recall@1"]
+    assert metric_names(frame) == ["map@r", "recall@1", "recall@4"]
+
+
+@pytest.mark.parametrize("which", ["listed", "unlisted"])
+def test_summary_reports_every_metric_of_the_study(ks_study: SimpleNamespace, which: str) -> None:
+    table = summary(load_trials(getattr(ks_study, which))).set_index("loss")
+    assert list(table.columns[4:]) == [f"{m}{s}" for m in KS_ORDER for s in ("", "_ci")]
+    done = ks_study.trials[ks_study.trials["status"] == "completed"]
+    for loss, row in table.iterrows():
+        chosen = done[(done["loss"] == loss) & (done["config_id"] == row["config_id"])]
+        assert row["n"] == len(chosen) >= 2
+        mean, half = hand_ci(chosen["best_recall@10"].tolist(), stats.t.ppf(0.975, len(chosen) - 1))
+        assert row["recall@10"] == pytest.approx(mean) and row["recall@10_ci"] == pytest.approx(half)
+    assert not any("recall@2" in c or "recall@8" in c for c in table.columns)
+
+
+# --- the API's conventions ---------------------------------------------------------------------------------------
+
+# What a function may take positionally: the table(s) or study directories it reads, and where a writer writes.
+_DATA = {"table", "trials", "epochs", "paths", "study_dir", "importances", "column"}
+_SECOND = {"trials", "path", "out_dir"}
+
+
+def test_every_public_function_takes_its_data_positionally_and_the_rest_by_keyword() -> None:
+    functions = {name: getattr(results, name) for name in results.__all__
+                 if inspect.isfunction(getattr(results, name))}
+    assert {"best_per_loss", "summary", "sensitivity", "importance", "plot_sensitivity",
+            "plot_learning_curves", "metric_names", "write_report", "load_trials"} <= set(functions)
+    for name, function in functions.items():
+        parameters = list(inspect.signature(function).parameters.values())
+        positional = [p.name for p in parameters if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        assert positional and positional[0] in _DATA, (name, positional)
+        assert set(positional[1:]) <= _SECOND and len(positional) <= 2, (name, positional)
+        assert not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters), name
+
+
+def test_options_given_positionally_are_refused(studies: SimpleNamespace, tmp_path: Path) -> None:
+    trials, epochs = load_trials(studies.alpha), load_epochs(studies.alpha)
+    with pytest.raises(TypeError):
+        best_per_loss(trials, "recall@1")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        best_per_loss(trials, "recall@1", "max")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        summary(trials, ["recall@1"])  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        sensitivity(trials, "triplet", "triplet.margin")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        importance(trials, "triplet")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        trials_in_progress(epochs, trials, "recall@1")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        status_counts(trials, ["study"])  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        load_trials(studies.alpha, ["trial_id"])  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        results.plot_sensitivity(trials, tmp_path / "s.png", "triplet")  # type: ignore[misc]
+
+
+def _disagreeing() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(epochs, trials) of one loss whose recall@1 and map@r rank everything the other way round: configs a, b, c
+    run twice each; within each trial recall@1 peaks at epoch 1 and map@r at epoch 2."""
+    config = ["a", "a", "b", "b", "c", "c"]
+    r1 = [0.60, 0.62, 0.50, 0.52, 0.40, 0.42]
+    trials = pd.DataFrame({
+        "study": "s", "trial_id": [f"t{i}" for i in range(6)], "config_id": config, "loss": "x", "miner": "none",
+        "x.a": [1.0, 1.0, 2.0, 2.0, 3.0, 3.0], "status": "completed",
+        "best_recall@1": r1, "best_map@r": [1.0 - r for r in r1]})
+    epochs = pd.DataFrame({
+        "study": "s", "trial_id": ["t0", "t0", "t1", "t1"], "loss": "x", "epoch": [1, 2, 1, 2],
+        "recall@1": [0.6, 0.5, 0.7, 0.4], "map@r": [0.2, 0.3, 0.1, 0.5]})
+    return epochs, trials
+
+
+def test_metric_none_is_the_studys_metric_and_mode_from_attrs() -> None:
+    epochs, trials = _disagreeing()
+    # No study facts: recall@1, maximised.
+    best = best_per_loss(trials)
+    assert "map@r" not in best.columns and best.loc[0, "trial_id"] == "t1"
+    assert best.loc[0, "recall@1"] == pytest.approx(0.62)
+    assert summary(trials).loc[0, "config_id"] == "a"
+    assert sensitivity(trials, loss="x", param="x.a").attrs["metric"] == "best_recall@1"
+    assert trials_in_progress(epochs, trials.iloc[0:0])["best_epoch"].tolist() == [1, 1]
+
+    trials.attrs.update(metric="map@r", mode="max")
+    epochs.attrs.update(metric="map@r", mode="max")
+    best = best_per_loss(trials)
+    assert "recall@1" not in best.columns and best.loc[0, "trial_id"] == "t4"
+    assert best.loc[0, "map@r"] == pytest.approx(0.6)
+    assert summary(trials, metrics=["recall@1"]).loc[0, "config_id"] == "c"
+    assert sensitivity(trials, loss="x", param="x.a").attrs["metric"] == "best_map@r"
+    assert trials_in_progress(epochs, trials.iloc[0:0])["best_epoch"].tolist() == [2, 2]
+    # An explicit metric still wins over the study's.
+    assert best_per_loss(trials, metric="recall@1").loc[0, "trial_id"] == "t1"
+
+    # The study's mode is its metric's: a study that minimised map@r.
+    trials.attrs["mode"] = epochs.attrs["mode"] = "min"
+    assert best_per_loss(trials).loc[0, "trial_id"] == "t1"
+    assert summary(trials).loc[0, "config_id"] == "a"
+    assert trials_in_progress(epochs, trials.iloc[0:0])["best_epoch"].tolist() == [1, 1]
+    assert best_per_loss(trials, mode="max").loc[0, "trial_id"] == "t4"
+    # ... and says nothing about another metric's direction.
+    assert best_per_loss(trials, metric="recall@1").loc[0, "trial_id"] == "t1"
 
 
 # --- best per loss -----------------------------------------------------------------------------------------------
@@ -199,6 +390,7 @@ def test_best_per_loss_matches_a_direct_search(studies: SimpleNamespace) -> None
         if top["study"] == "alpha" and top["trial_id"] in _first_part_ids(studies.alpha / "results/trials.parquet"):
             expected.pop("train.lr")  # that part file has no train.lr column
         assert best.loc[loss, "params"] == pytest.approx(expected)
+        assert "train.seed" not in best.loc[loss, "params"] and "train.fold" not in best.loc[loss, "params"]
         counts = rows["status"].value_counts()
         for status in ("completed", "stopped", "error"):
             assert best.loc[loss, status] == counts.get(status, 0)
@@ -209,15 +401,17 @@ def test_best_per_loss_matches_a_direct_search(studies: SimpleNamespace) -> None
 def test_best_per_loss_minimises_when_asked_and_keeps_failed_losses() -> None:
     trials = pd.DataFrame({
         "study": "s", "trial_id": ["t1", "t2", "t3", "t4", "t5"], "config_id": ["a", "b", "c", "d", "e"],
-        "loss": ["x", "x", "x", "y", "y"], "miner": "none", "loss.margin": [0.1, 0.2, 0.3, None, None],
-        "loss.scale": [None, None, None, 4.0, 8.0], "status": ["completed", "stopped", "error", "error", "error"],
+        "loss": ["x", "x", "x", "y", "y"], "miner": "none", "x.margin": [0.1, 0.2, 0.3, None, None],
+        "y.scale": [None, None, None, 4.0, 8.0], "train.seed": [0, 0, 0, 0, 0],
+        "status": ["completed", "stopped", "error", "error", "error"],
         "best_train_loss": [0.5, 0.2, 0.01, None, None]})
-    best = best_per_loss(trials, "train_loss").set_index("loss")
+    best = best_per_loss(trials, metric="train_loss").set_index("loss")
     # minimised (inferred from the name); the errored trial's lower value does not count
     assert best.loc["x", "train_loss"] == 0.2 and best.loc["x", "trial_id"] == "t2"
-    assert best.loc["x", "params"] == {"loss.margin": 0.2, "miner": "none"}
+    assert best.loc["x", "params"] == {"x.margin": 0.2, "miner": "none"}
     assert math.isnan(best.loc["y", "train_loss"]) and best.loc["y", "error"] == 2
-    assert best_per_loss(trials, "train_loss", mode="max").set_index("loss").loc["x", "trial_id"] == "t1"
+    assert best_per_loss(trials, metric="train_loss", mode="max").set_index("loss").loc["x", "trial_id"] == "t1"
+    assert best_per_loss(trials, metric="train_loss", mode=Mode.MAX).set_index("loss").loc["x", "trial_id"] == "t1"
     assert best.index.tolist() == ["x", "y"]
 
 
@@ -232,29 +426,30 @@ def test_status_counts_per_study(studies: SimpleNamespace) -> None:
 def test_bad_metric_loss_mode_and_status_are_one_line_errors(studies: SimpleNamespace) -> None:
     trials = load_trials(studies.alpha)
     with pytest.raises(ValueError, match=r"metric 'recall@3' is not in the table; available: .*best_recall@1"):
-        best_per_loss(trials, "recall@3")
+        best_per_loss(trials, metric="recall@3")
     with pytest.raises(ValueError, match=r"loss 'arcface' is not in the table; available: normalized_softmax, "
                                          r"triplet"):
-        sensitivity(trials, loss="arcface", param="loss.margin")
-    with pytest.raises(ValueError, match=r"hyperparameter 'loss.margin' is not set .*available: loss.temperature"):
-        sensitivity(trials, loss="normalized_softmax", param="loss.margin")
+        sensitivity(trials, loss="arcface", param="arcface.margin")
+    with pytest.raises(ValueError, match=r"hyperparameter 'triplet.margin' is not set .*available: "
+                                         r"normalized_softmax.temperature"):
+        sensitivity(trials, loss="normalized_softmax", param="triplet.margin")
     with pytest.raises(ValueError, match=r"mode must be 'max' or 'min', got mode='up'"):
         best_per_loss(trials, mode="up")
     with pytest.raises(ValueError, match=r"unknown trial status status='done'"):
         best_per_loss(trials, statuses=["done"])
     with pytest.raises(ValueError, match=r"cannot tell whether 'best_epoch_time' is to be maxim"):
-        best_per_loss(trials.assign(best_epoch_time=1.0), "best_epoch_time")
+        best_per_loss(trials.assign(best_epoch_time=1.0), metric="best_epoch_time")
 
 
 # --- sensitivity -------------------------------------------------------------------------------------------------
 
 def test_sensitivity_finds_the_peak_on_a_grid() -> None:
     trials = temperature_trials(np.random.default_rng(3), 350, grid=GRID)
-    curve = sensitivity(trials, loss="normalized_softmax", param="loss.temperature")
+    curve = sensitivity(trials, loss="normalized_softmax", param="normalized_softmax.temperature")
     assert curve["value"].tolist() == list(GRID) and not curve.attrs["binned"]
     assert curve.loc[curve["mean"].idxmax(), "value"] == 0.1
     assert curve["count"].sum() == 350
-    at_peak = trials.loc[trials["loss.temperature"] == 0.1, "best_recall@1"].to_numpy()
+    at_peak = trials.loc[trials["normalized_softmax.temperature"] == 0.1, "best_recall@1"].to_numpy()
     row = curve.set_index("value").loc[0.1]
     assert row["mean"] == pytest.approx(at_peak.sum() / len(at_peak))
     assert row["std"] == pytest.approx(math.sqrt(((at_peak - at_peak.mean()) ** 2).sum() / (len(at_peak) - 1)))
@@ -263,7 +458,7 @@ def test_sensitivity_finds_the_peak_on_a_grid() -> None:
 
 def test_sensitivity_bins_continuous_values_log_spaced_and_finds_the_peak() -> None:
     trials = temperature_trials(np.random.default_rng(4), 400)  # no study.json: the scale is inferred
-    curve = sensitivity(trials, loss="normalized_softmax", param="loss.temperature")
+    curve = sensitivity(trials, loss="normalized_softmax", param="normalized_softmax.temperature")
     assert curve.attrs["binned"] and curve.attrs["log"]
     ratios = (curve["high"] / curve["low"]).to_numpy()
     np.testing.assert_allclose(ratios, ratios[0])
@@ -271,30 +466,32 @@ def test_sensitivity_bins_continuous_values_log_spaced_and_finds_the_peak() -> N
     peak = curve.loc[curve["mean"].idxmax()]
     assert peak["low"] <= 0.1 <= peak["high"]
     assert curve["count"].sum() == 400 and len(curve) == 10
-    inside = trials[(trials["loss.temperature"] >= peak["low"]) & (trials["loss.temperature"] <= peak["high"])]
+    t = trials["normalized_softmax.temperature"]
+    inside = trials[(t >= peak["low"]) & (t <= peak["high"])]
     assert peak["mean"] == pytest.approx(inside["best_recall@1"].mean())
 
 
 def test_sensitivity_takes_the_scale_from_study_json_and_honours_bins() -> None:
+    param = "normalized_softmax.temperature"
     trials = temperature_trials(np.random.default_rng(5), 200)
     trials.attrs["log_scale"] = {"normalized_softmax": ["train.lr"]}  # temperature listed as linear
-    linear = sensitivity(trials, loss="normalized_softmax", param="loss.temperature", bins=4)
+    linear = sensitivity(trials, loss="normalized_softmax", param=param, bins=4)
     widths = (linear["high"] - linear["low"]).to_numpy()
     assert not linear.attrs["log"] and len(linear) == 4
     np.testing.assert_allclose(widths, widths[0])
-    trials.attrs["log_scale"] = {"normalized_softmax": ["loss.temperature"]}
-    assert sensitivity(trials, loss="normalized_softmax", param="loss.temperature").attrs["log"]
-    edges = sensitivity(trials, loss="normalized_softmax", param="loss.temperature", bins=[0.001, 0.05, 2.0])
+    trials.attrs["log_scale"] = {"normalized_softmax": [param]}
+    assert sensitivity(trials, loss="normalized_softmax", param=param).attrs["log"]
+    edges = sensitivity(trials, loss="normalized_softmax", param=param, bins=[0.001, 0.05, 2.0])
     assert edges["low"].tolist() == [0.001, 0.05] and edges["high"].tolist() == [0.05, 2.0]
-    assert edges["count"].tolist() == [(trials["loss.temperature"] <= 0.05).sum(),
-                                       (trials["loss.temperature"] > 0.05).sum()]
-    assert not sensitivity(trials, loss="normalized_softmax", param="loss.temperature", log=False).attrs["log"]
-    shifted = trials.assign(**{"loss.temperature": trials["loss.temperature"] - 0.5})
-    with pytest.raises(ValueError, match=r"log=True needs positive numeric values of 'loss.temperature'"):
-        sensitivity(shifted, loss="normalized_softmax", param="loss.temperature", log=True)
+    assert edges["count"].tolist() == [(trials[param] <= 0.05).sum(), (trials[param] > 0.05).sum()]
+    assert not sensitivity(trials, loss="normalized_softmax", param=param, log=False).attrs["log"]
+    shifted = trials.assign(**{param: trials[param] - 0.5})
+    with pytest.raises(ValueError, match=r"log=True needs positive numeric values of "
+                                         r"'normalized_softmax.temperature'"):
+        sensitivity(shifted, loss="normalized_softmax", param=param, log=True)
     for bad in (0, True, [0.1], [0.5, 0.1]):
         with pytest.raises(ValueError, match="bin"):
-            sensitivity(trials, loss="normalized_softmax", param="loss.temperature", bins=bad)
+            sensitivity(trials, loss="normalized_softmax", param=param, bins=bad)
 
 
 def test_sensitivity_on_the_epochs_table_and_a_categorical_parameter(studies: SimpleNamespace) -> None:
@@ -314,9 +511,10 @@ def test_sensitivity_on_the_epochs_table_and_a_categorical_parameter(studies: Si
 def test_importance_ranks_the_relevant_parameter_first() -> None:
     trials = temperature_trials(np.random.default_rng(6), 200)
     scores = importance(trials, loss="normalized_softmax", metric="recall@1")
-    # miner and train.batch_size are constant: dropped
-    assert set(scores.index) == {"loss.temperature", "train.weight_decay"}
-    assert scores.index[0] == "loss.temperature" and scores["loss.temperature"] > 3 * scores["train.weight_decay"]
+    # miner and train.batch_size are constant: dropped; train.seed is a repeat key, not a hyperparameter
+    assert set(scores.index) == {"normalized_softmax.temperature", "train.weight_decay"}
+    assert scores.index[0] == "normalized_softmax.temperature"
+    assert scores["normalized_softmax.temperature"] > 3 * scores["train.weight_decay"]
     assert scores.sum() == pytest.approx(1.0)
 
 
@@ -325,17 +523,22 @@ def _two_sided(rng: np.random.Generator, n: int = 300) -> pd.DataFrame:
     a, b = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
     y = (a > 0.8).astype(float) - (b > 0.8).astype(float) + rng.normal(0, 0.01, n)
     return pd.DataFrame({"study": "s", "trial_id": [f"t{i}" for i in range(n)], "loss": "x", "miner": "none",
-                         "loss.a": a, "loss.b": b, "status": "completed", "best_recall@1": y, "best_train_loss": y})
+                         "x.a": a, "x.b": b, "status": "completed", "best_recall@1": y, "best_train_loss": y})
 
 
 def test_importance_follows_the_direction_of_the_metric() -> None:
     trials = _two_sided(np.random.default_rng(7))
     maximised = importance(trials, loss="x", metric="recall@1")
     minimised = importance(trials, loss="x", metric="train_loss")  # a loss is minimised: inferred from the name
-    assert maximised.index[0] == "loss.a" and maximised["loss.a"] > 2 * maximised["loss.b"]
-    assert minimised.index[0] == "loss.b" and minimised["loss.b"] > 2 * minimised["loss.a"]
+    assert maximised.index[0] == "x.a" and maximised["x.a"] > 2 * maximised["x.b"]
+    assert minimised.index[0] == "x.b" and minimised["x.b"] > 2 * minimised["x.a"]
     explicit = importance(trials, loss="x", metric="recall@1", mode=Mode.MIN)
-    assert explicit.index[0] == "loss.b"
+    assert explicit.index[0] == "x.b"
+    # metric=None, mode=None: the study's (attrs), here a study that minimised train_loss, then maximised it.
+    trials.attrs.update(metric="train_loss", mode="min")
+    assert importance(trials, loss="x").index[0] == "x.b"
+    trials.attrs["mode"] = "max"
+    assert importance(trials, loss="x").index[0] == "x.a"
 
 
 def test_importance_handles_conditional_parameters_and_integer_columns() -> None:
@@ -344,8 +547,10 @@ def test_importance_handles_conditional_parameters_and_integer_columns() -> None
     trials["train.batch_size"] = pd.array(np.random.default_rng(9).choice([16, 32, 64], len(trials)), dtype="Int64")
     # Completed trials only: a stopped trial's value reflects its budget more than its hyperparameters.
     scores = importance(trials, loss="triplet", statuses=["completed"])
-    assert {"loss.margin", "miner", "miner.margin", "miner.type_of_triplets", "train.batch_size"} <= set(scores.index)
-    assert scores.index[0] == "loss.margin"  # the only parameter the synthetic recall depends on
+    assert {"triplet.margin", "miner", "miner.triplet_margin.margin", "miner.triplet_margin.type_of_triplets",
+            "train.batch_size"} <= set(scores.index)
+    assert "train.seed" not in scores.index
+    assert scores.index[0] == "triplet.margin"  # the only parameter the synthetic recall depends on
     assert (scores >= 0).all() and scores.sum() == pytest.approx(1.0)
 
 
@@ -356,6 +561,8 @@ def test_importance_refuses_too_few_trials_and_constant_tables() -> None:
     many = temperature_trials(np.random.default_rng(10), 40).assign(**{"train.weight_decay": 0.0})
     with pytest.raises(ValueError, match=r"no hyperparameter of loss 'normalized_softmax' takes more than one"):
         importance(many, loss="normalized_softmax", params=["train.weight_decay"])
+    with pytest.raises(ValueError, match=r"hyperparameter\(s\) 'train.seed' are not set by loss"):
+        importance(many, loss="normalized_softmax", params=["train.seed"])
     with pytest.raises(ValueError, match=r"min_trials must be an integer of at least 2, got min_trials=1"):
         importance(many, loss="normalized_softmax", min_trials=1)
 
@@ -378,26 +585,32 @@ def _repeats() -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["loss", "config_id", "status", "best_recall@1", "best_map@r"])
     frame["study"] = "s"
     frame["trial_id"] = [f"t{i}" for i in range(len(frame))]
-    frame["loss.margin"] = frame["config_id"].map({"c1": 0.1, "c2": 0.2, "c3": 0.3, "d1": 1.0, "d2": 2.0})
+    frame["p.margin"] = frame["config_id"].map({"c1": 0.1, "c2": 0.2, "c3": 0.3})
+    frame["q.margin"] = frame["config_id"].map({"d1": 1.0, "d2": 2.0})
+    frame["train.seed"] = range(len(frame))  # repeats differ in seed: not a hyperparameter of the config
     return frame
 
 
 def test_summary_confidence_interval_matches_a_hand_computation() -> None:
-    table = summary(_repeats(), ["recall@1", "map@r"]).set_index("loss")
+    table = summary(_repeats(), metrics=["recall@1", "map@r"]).set_index("loss")
     mean, half = hand_ci([0.50, 0.56, 0.61, 0.53], T_975_DF3)
     assert table.loc["p", "config_id"] == "c1" and table.loc["p", "n"] == 4
     assert table.loc["p", "recall@1"] == pytest.approx(mean) and table.loc["p", "recall@1_ci"] == pytest.approx(half)
     mean, half = hand_ci([0.30, 0.33, 0.31, 0.36], T_975_DF3)
     assert table.loc["p", "map@r"] == pytest.approx(mean) and table.loc["p", "map@r_ci"] == pytest.approx(half)
-    assert table.loc["p", "params"] == {"loss.margin": 0.1}
+    assert table.loc["p", "params"] == {"p.margin": 0.1}
     # q has no repeated configuration: its best single run, without an interval
     assert table.loc["q", "config_id"] == "d2" and table.loc["q", "n"] == 1
+    assert table.loc["q", "params"] == {"q.margin": 2.0}
     assert math.isnan(table.loc["q", "recall@1_ci"])
     assert table.index.tolist() == ["p", "q"]
-    ninety = summary(_repeats(), ["recall@1"], confidence=0.9).set_index("loss")
+    ninety = summary(_repeats(), metrics=["recall@1"], confidence=0.9).set_index("loss")
     assert ninety.loc["p", "recall@1_ci"] == pytest.approx(hand_ci([0.50, 0.56, 0.61, 0.53], T_95_DF3)[1])
-    singles = summary(_repeats(), ["recall@1"], min_repeats=1).set_index("loss")
+    singles = summary(_repeats(), metrics=["recall@1"], min_repeats=1).set_index("loss")
     assert singles.loc["p", "config_id"] == "c3"
+    # Chosen by map@r instead, reported on recall@1 only: the selection metric need not be among `metrics`.
+    by_map = summary(_repeats(), metrics=["recall@1"], metric="map@r", min_repeats=1).set_index("loss")
+    assert by_map.loc["p", "config_id"] == "c3" and "map@r" not in by_map.columns
 
 
 def test_summary_of_a_study_repeated_over_folds(studies: SimpleNamespace) -> None:
@@ -409,6 +622,7 @@ def test_summary_of_a_study_repeated_over_folds(studies: SimpleNamespace) -> Non
     assert table.loc[0, "config_id"] == best and table.loc[0, "n"] == means.loc[best, "count"]
     assert list(table.columns[5:]) == [f"{m}{s}" for m in ("precision@1", "r_precision", "map@r", "recall@1",
                                                            "recall@2", "recall@4", "recall@8") for s in ("", "_ci")]
+    assert "train.fold" not in table.loc[0, "params"]
     with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got confidence=1.5"):
         summary(load_trials(studies.beta), confidence=1.5)
     with pytest.raises(ValueError, match=r"min_repeats must be a positive integer, got min_repeats=0"):
@@ -417,8 +631,12 @@ def test_summary_of_a_study_repeated_over_folds(studies: SimpleNamespace) -> Non
 
 # --- packaging ---------------------------------------------------------------------------------------------------
 
-def test_results_imports_neither_ray_nor_torch() -> None:
-    code = "import sys, results; print('ray' in sys.modules, 'torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+def test_results_imports_neither_ray_nor_torch(studies: SimpleNamespace) -> None:
+    """Nor does using it: loading, the tables and the study directory's module (lazy imports count too)."""
+    code = ("import sys, results, results.study_dir\n"
+            "trials = results.load_trials(sys.argv[1])\n"
+            "results.best_per_loss(trials); results.summary(trials); results.metric_names(trials)\n"
+            "print('ray' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(studies.alpha)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.split() == ["False", "False"]

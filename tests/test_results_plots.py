@@ -23,17 +23,18 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_sensitivity_plot_is_a_png_with_the_band_and_the_points(tmp_path: Path) -> None:
     trials = temperature_trials(np.random.default_rng(1), 150, grid=(0.005, 0.05, 0.1, 0.5, 1.0))
-    path = plot_sensitivity(trials, tmp_path / "sens.png", loss="normalized_softmax", params="loss.temperature")
+    param = "normalized_softmax.temperature"
+    path = plot_sensitivity(trials, tmp_path / "sens.png", loss="normalized_softmax", params=param)
     assert path == tmp_path / "sens.png"
     assert_valid_png(path)
-    figure = sensitivity_figure(trials, loss="normalized_softmax", params=["loss.temperature"])
+    figure = sensitivity_figure(trials, loss="normalized_softmax", params=[param])
     (ax,) = figure.axes
-    curve = sensitivity(trials, loss="normalized_softmax", param="loss.temperature")
-    mean_line = [line for line in ax.get_lines() if line.get_label() == "mean"][0]
+    curve = sensitivity(trials, loss="normalized_softmax", param=param)
+    mean_line = next(line for line in ax.get_lines() if line.get_label() == "mean")
     np.testing.assert_allclose(mean_line.get_xdata(), curve["value"])
     np.testing.assert_allclose(mean_line.get_ydata(), curve["mean"])
     assert any(isinstance(c, PolyCollection) for c in ax.collections)  # the mean +- std band
-    points = [c for c in ax.collections if c.get_label() == "trials"][0]
+    points = next(c for c in ax.collections if c.get_label() == "trials")
     assert len(points.get_offsets()) == 150
     assert ax.get_xscale() == "log"  # 0.005..1 spans over two decades: inferred log
 
@@ -43,12 +44,14 @@ def test_sensitivity_plot_of_categorical_and_conditional_parameters(tmp_path: Pa
     _, trials = frames
     figure = sensitivity_figure(trials, loss="triplet")
     labels = [ax.get_xlabel() for ax in figure.axes]
-    assert labels == ["loss.margin", "miner", "miner.margin", "miner.type_of_triplets", "train.lr",
-                      "train.weight_decay"]
+    # The loss's own first, then the miner and its hyperparameters, then the run's; never seed or fold.
+    assert labels == ["triplet.margin", "miner", "miner.triplet_margin.margin",
+                      "miner.triplet_margin.type_of_triplets", "train.lr", "train.weight_decay"]
     assert_valid_png(plot_sensitivity(trials, tmp_path / "triplet.png", loss="triplet"))
-    constant = trials[trials["loss"] == "triplet"].assign(**{c: 0.1 for c in ("loss.margin", "train.lr",
+    constant = trials[trials["loss"] == "triplet"].assign(**{c: 0.1 for c in ("triplet.margin", "train.lr",
                                                                             "train.weight_decay")})
-    constant = constant.assign(miner="none", **{"miner.margin": np.nan, "miner.type_of_triplets": None})
+    constant = constant.assign(miner="none", **{"miner.triplet_margin.margin": np.nan,
+                                                "miner.triplet_margin.type_of_triplets": None})
     with pytest.raises(ValueError, match="loss 'triplet' has no hyperparameter that varies"):
         plot_sensitivity(constant, tmp_path / "none.png", loss="triplet")
 
@@ -56,7 +59,7 @@ def test_sensitivity_plot_of_categorical_and_conditional_parameters(tmp_path: Pa
 def test_importance_plot_has_a_bar_per_parameter(tmp_path: Path) -> None:
     trials = temperature_trials(np.random.default_rng(2), 60)
     scores = {"normalized_softmax": importance(trials, loss="normalized_softmax"),
-              "other": pd.Series({"loss.a": 0.7, "loss.b": 0.2, "miner": 0.1})}
+              "other": pd.Series({"other.a": 0.7, "other.b": 0.2, "miner": 0.1})}
     path = plot_importance(scores, tmp_path / "imp.png")
     assert_valid_png(path)
     with pytest.raises(ValueError, match="no importances to plot"):
@@ -87,3 +90,21 @@ def test_learning_curves_draw_stopped_trials_dashed_with_end_markers(tmp_path: P
     assert_valid_png(plot_learning_curves(epochs, tmp_path / "plain.png"))
     with pytest.raises(ValueError, match=r"loss\(es\) 'arcface'; available: normalized_softmax, triplet"):
         plot_learning_curves(epochs, tmp_path / "x.png", losses=["arcface"])
+
+
+def test_plots_default_to_the_studys_metric(frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """metric=None is the metric the study optimised (attrs, from study.json), else recall@1."""
+    epochs, trials = (frame.copy() for frame in frames)
+    assert learning_curves_figure(epochs).axes[0].get_ylabel() == "recall@1"
+    assert sensitivity_figure(trials, loss="triplet").axes[0].get_ylabel() == "best_recall@1"
+    epochs.attrs.update(metric="map@r", mode="max")
+    trials.attrs.update(metric="map@r", mode="max")
+    figure = learning_curves_figure(epochs, trials=trials)
+    assert figure.get_suptitle() == "Learning curves: map@r"
+    assert {ax.get_ylabel() for ax in figure.axes} == {"map@r"}
+    drawn = np.concatenate([np.concatenate(c.get_segments()) for ax in figure.axes for c in ax.collections
+                            if isinstance(c, LineCollection)])
+    np.testing.assert_allclose(np.sort(drawn[:, 1]), np.sort(epochs["map@r"].to_numpy(dtype=float)))
+    sens = sensitivity_figure(trials, loss="triplet")
+    assert {ax.get_ylabel() for ax in sens.axes} == {"best_map@r"}
+    assert sens.get_suptitle() == "triplet\nmap@r against its hyperparameters"

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from dml_core.config import TrainConfig
 from dml_core.losses import LOSSES, loss_hparams, make_loss
 from dml_core.miners import MINERS, make_miner, miner_hparams
-from search_spaces import (LOSS_DEFAULTS, MINER_DEFAULTS, Choice, Fixed, Grid, IntRange, LogUniform, LossSpace,
-                           Param, StudySpace, Uniform, full_comparison, sample)
+from search_spaces import (LOSS_DEFAULTS, MINER_DEFAULTS, Fixed, Grid, IntRange, LogUniform, LossSpace, Param,
+                           StudySpace, Uniform, full_comparison_space, loss_param_name, sample, to_train_config)
 
 
 def _admits(param: Param, value: object) -> bool:
@@ -20,7 +21,7 @@ def _admits(param: Param, value: object) -> bool:
         return value == param.value
     if isinstance(param, (Uniform, LogUniform, IntRange)):
         return param.low <= value <= param.high  # type: ignore[operator]
-    return value in (param.options if isinstance(param, Choice) else param.values)
+    return value in param.values
 
 
 def test_every_loss_and_miner_has_a_default_space():
@@ -47,11 +48,11 @@ def test_a_required_loss_hyperparameter_always_gets_a_value(loss):
     for name in required:
         assert name in LOSS_DEFAULTS[loss], f"{loss}.{name} is required but has no default space"
         assert LOSS_DEFAULTS[loss][name].reference is not None  # for the sensitivity preset
-    space = full_comparison([loss])
+    space = full_comparison_space([loss])
     rng = np.random.default_rng(0)
     for _ in range(5):
         config = sample(space, rng)
-        assert all(f"loss.{h}" in config for h in required)
+        assert all(loss_param_name(loss, h) in config for h in required)
 
 
 @pytest.mark.parametrize("miner", sorted(MINERS))
@@ -64,38 +65,29 @@ def test_miner_default_space_uses_the_miners_own_names_and_contains_its_defaults
         assert _admits(definition.space, default), f"{miner}.{name}: default {default!r} outside the default space"
 
 
-def _corner(param: Param, high: bool) -> object:
-    if isinstance(param, Fixed):
-        return param.value
-    if isinstance(param, (Uniform, LogUniform, IntRange)):
-        return param.high if high else param.low
-    options = param.options if isinstance(param, Choice) else param.values
-    return options[-1 if high else 0]
-
-
 def _configs_to_build() -> list[dict[str, object]]:
     """Both corners of every loss's default space (no miner), and random configurations with their miners."""
-    space = full_comparison()
+    space = full_comparison_space()
     configs = []
     for loss in space.losses:
-        for high in (False, True):
+        for corner in (0, -1):  # a range's low and high ends, a list's first and last value
             configs.append({"loss": loss.name, "miner": "none",
-                            **{f"loss.{h}": _corner(p, high) for h, p in loss.params.items()}})
+                            **{e.name: e.param.boundary_values()[corner] for e in space.branch(loss.name, "none")}})
     rng = np.random.default_rng(0)
     configs += [sample(space, rng) for _ in range(60)]
     return configs
-
-
-def _split(config: dict[str, object], prefix: str) -> dict[str, object]:
-    return {key[len(prefix):]: value for key, value in config.items() if key.startswith(prefix)}
 
 
 def test_configurations_from_the_default_spaces_build_and_give_finite_losses():
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat_interleave(4)  # (16,): 4 classes x 4, as an m-per-class batch
     for config in _configs_to_build():
-        loss = make_loss(str(config["loss"]), num_classes=4, embedding_dim=8, **_split(config, "loss."))
-        miner = make_miner(str(config["miner"]), **_split(config, "miner."))
+        # Built as a trial builds them: the configuration's names become TrainConfig's loss and miner params.
+        train = to_train_config(TrainConfig(), config)
+        assert (train.loss, train.miner) == (config["loss"], config["miner"])
+        assert len(train.loss_params) + len(train.miner_params) == len(config) - 2
+        loss = make_loss(train.loss, num_classes=4, embedding_dim=8, **train.loss_params)
+        miner = make_miner(train.miner, **train.miner_params)
         embeddings = torch.nn.functional.normalize(torch.randn(16, 8, generator=generator), dim=1)  # (B, D)
         embeddings.requires_grad_(True)
         value = loss(embeddings, labels, miner(embeddings.detach(), labels))

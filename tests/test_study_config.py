@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.config import Algorithm, Mode, SchedulerKind, load_config, parse_config
-from study.errors import ConfigError
+from dml_core.errors import ConfigError
+from dml_core.mode import Mode
+from study.config import Algorithm, SchedulerKind, SchedulerSection, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_default_config_parses():
     config = load_config(ROOT / "configs" / "default.yaml")
     assert config.name == "default"
-    assert config.train.dataset == "glyphs"
+    assert config.train.dataset.name == "glyphs"
     assert config.search.algorithm is Algorithm.OPTUNA
     assert config.scheduler.kind is SchedulerKind.ASHA
     assert config.search.metric == "recall@1"
@@ -35,11 +36,13 @@ def test_sections_map_onto_train_config():
         "model": {"trunk": "small_cnn", "embedding_dim": 32},
         "train": {"epochs": 3, "batch_size": 32, "m_per_class": 4, "optimizer": "adamw", "lr": 0.01},
         "search": {"algorithm": "random", "num_samples": 5, "metric": "map@r", "mode": "max"},
-        "scheduler": {"type": "fifo"},
+        "scheduler": {"kind": "fifo"},
         "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.5, "max_concurrent_trials": 2},
     })
-    assert config.train.dataset_options == {"samples_per_face": 2}
-    assert config.train.embedding_dim == 32 and config.train.epochs == 3
+    # One name per key: YAML `dataset.options` is TrainConfig.dataset.options, `model.embedding_dim` is
+    # TrainConfig.model.embedding_dim, `train.epochs` is TrainConfig.epochs.
+    assert config.train.dataset.options == {"samples_per_face": 2}
+    assert config.train.model.embedding_dim == 32 and config.train.epochs == 3
     assert config.train.optimizer.value == "adamw"
     assert config.search.algorithm is Algorithm.RANDOM and config.search.mode is Mode.MAX
     assert config.scheduler.kind is SchedulerKind.FIFO
@@ -69,7 +72,12 @@ def test_command_line_overrides():
     ({"search": {"metric": "recall@3"}}, "search.metric"),
     ({"search": {"mode": "up"}}, "search.mode"),
     ({"search": {"sampler": "tpe"}}, "search.sampler"),
-    ({"scheduler": {"type": "hyperband"}}, "scheduler.type"),
+    ({"scheduler": {"kind": "hyperband"}}, "scheduler.kind"),
+    ({"scheduler": {"type": "asha"}}, "scheduler.type"),
+    ({"dataset": {"root": 5}}, "dataset.root"),
+    ({"model": {"freeze_batchnorm": "yes"}}, "model.freeze_batchnorm"),
+    ({"train": {"device": "tpu:0"}}, "train.device"),
+    ({"train": {"ks": [1, 1]}}, "train.ks"),
     ({"scheduler": {"reduction_factor": 1}}, "scheduler.reduction_factor"),
     ({"scheduler": {"grace_period": 9}, "train": {"epochs": 4}}, "scheduler.grace_period"),
     ({"resources": {"gpus_per_trial": -0.5}}, "resources.gpus_per_trial"),
@@ -85,8 +93,19 @@ def test_bad_values_name_their_key_path(doc, path):
     with pytest.raises(ConfigError) as info:
         parse_config(doc)
     message = str(info.value)
+    assert info.value.path == path, message  # carried structurally, not parsed out of the text
     assert message.startswith(f"{path}:"), message
     assert "\n" not in message
+
+
+def test_scheduler_defaults_are_stated_once():
+    """A YAML without a scheduler section gets the grace period the docs argue for, and configs/default.yaml
+    does not restate (and so cannot contradict) the code's defaults."""
+    config = parse_config({"name": "x", "train": {"epochs": 4}})
+    assert config.scheduler == SchedulerSection() and config.scheduler.grace_period == 2
+    default = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    assert "grace_period" not in default.get("scheduler", {})
+    assert load_config(ROOT / "configs" / "default.yaml").scheduler.grace_period == 2
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -98,11 +117,27 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.parametrize("content, expected", [
+    (b"", "empty config"),
+    (b"# only a comment\n", "empty config"),
+    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "not a text file"),
+    (b"just some words\n", "expected a mapping"),
+    (b"- a\n- b\n", "expected a mapping"),
+])
+def test_empty_binary_and_non_mapping_files_are_refused_naming_the_file(tmp_path, content, expected):
+    path = tmp_path / "study.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.path == str(path) and expected in str(info.value) and "\n" not in str(info.value)
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "study.cli", *args], capture_output=True, text=True, cwd=cwd,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("doc, expected", [
     ({"train": {"batch_size": 30, "m_per_class": 4}}, "train.batch_size"),
     ({"search": {"losses": ["tripletz"]}}, "tripletz"),
@@ -110,7 +145,9 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     ({"search": {"space": {"train": {"not_a_field": 1}}}}, "search.space.train.not_a_field"),
     ({"dataset": {"name": "cub200", "root": "/nonexistent/cub"}}, "/nonexistent/cub"),
     # Values only reachable at a range's end or as one of several options: every one is built before Ray starts.
-    ({"search": {"space": {"train": {"lr": {"grid": [1.0e-3, -1.0]}}}}}, "search.space.train.lr: lr must be"),
+    ({"search": {"space": {"train": {"lr": {"grid": [1.0e-3, -1.0]}}}}}, "search.space.train.lr: must be a positive"),
+    ({"search": {"space": {"model": {"embedding_dim": {"grid": [16, 0]}}}}}, "search.space.model.embedding_dim:"),
+    ({"search": {"space": {"miners": {"triplet_margin": {"margin": 0.1}}}}}, "search.space.miners:"),
     ({"search": {"space": {"train": {"batch_size": {"int": [32, 66]}}}}}, "search.space.train.batch_size:"),
     ({"search": {"space": {"train": {"optimizer": {"choice": ["adam", "lion"]}}}}},
      "search.space.train.optimizer:"),
@@ -129,6 +166,20 @@ def test_cli_rejects_bad_config_with_exit_2_and_writes_nothing(tmp_path, doc, ex
     assert "ray" not in result.stdout.lower()
 
 
+@pytest.mark.e2e
+@pytest.mark.parametrize("content", [b"", b"\x00\xff\xfe binary", b"plain words\n"])
+def test_cli_refuses_unusable_files_with_exit_2_and_writes_nothing(tmp_path, content):
+    config = tmp_path / "study.yaml"
+    config.write_bytes(content)
+    storage = tmp_path / "store"
+    result = _cli("run", str(config), "--storage", str(storage), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(config) in lines[0], result.stderr
+    assert not storage.exists()
+
+
+@pytest.mark.e2e
 def test_cli_help_for_every_command(tmp_path):
     for command in ([], ["run"], ["resume"], ["show"], ["rerun"], ["report"]):
         result = _cli(*command, "--help", cwd=tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ from study.config import parse_config
 from study.rerun import rerun_trial
 from study.runner import run_study
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.e2e]
 
 TINY = {
     "dataset": {"name": "glyphs", "options": {"samples_per_face": 1}},
@@ -28,7 +29,7 @@ TINY = {
     "train": {"epochs": 3, "batch_size": 32, "m_per_class": 4, "batches_per_epoch": 3, "eval_batch_size": 1024},
     "search": {"algorithm": "optuna", "num_samples": 6, "seed": 0,
                "losses": ["contrastive", "normalized_softmax", "multi_similarity"]},
-    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
     "resources": {"cpus_per_trial": 1},
     "results": {"flush_interval_s": 0.5},
 }
@@ -85,21 +86,31 @@ def test_asha_study_parquet_equals_mlflow(ray_cluster, tmp_path, capsys):
     # Conditional columns: a loss's hyperparameters are null for the others.
     softmax = epochs[epochs.loss == "normalized_softmax"]
     if len(softmax):
-        assert softmax["loss.temperature"].notna().all()
-        assert softmax.filter(like="loss.alpha").isna().all().all()
+        assert softmax["normalized_softmax.temperature"].notna().all()
+        assert softmax.filter(like="multi_similarity.").isna().all().all()
 
     # Optuna was told what ASHA did: each stopped trial PRUNED with every epoch's value as an intermediate value
     # (not COMPLETE with its last low-budget value, as Ray's OptunaSearch would), each full run COMPLETE.
-    study = searcher_state(run.study_dir)["study"]
-    told = sorted((t.state.name, tuple(v for _, v in sorted(t.intermediate_values.items())),
-                   t.value if t.state.name == "COMPLETE" else None) for t in study.get_trials())
+    # One Optuna study per loss, its trials joined to ours by the Tune trial id, its parameters named as our
+    # columns; and the study that chooses the loss told the same.
+    state = searcher_state(run.study_dir)
+    told = sorted((t.user_attrs["trial_id"], loss, t.state.name,
+                   tuple(v for _, v in sorted(t.intermediate_values.items())),
+                   t.value if t.state.name == "COMPLETE" else None)
+                  for loss, study in state["studies"].items() for t in study.get_trials())
     expected = []
     for trial in trials.to_dict("records"):
         values = tuple(epochs[epochs.trial_id == trial["trial_id"]].sort_values("epoch")["recall@1"])
         complete = trial["status"] == "completed"
-        expected.append(("COMPLETE" if complete else "PRUNED", values, values[-1] if complete else None))
+        expected.append((trial["trial_id"], trial["loss"], "COMPLETE" if complete else "PRUNED", values,
+                         values[-1] if complete else None))
     assert told == sorted(expected)
-    assert sum(state == "PRUNED" for state, _, _ in told) == (trials["status"] == "stopped").sum() >= 1
+    assert sum(told_state == "PRUNED" for _, _, told_state, _, _ in told) == (trials["status"] == "stopped").sum() >= 1
+    chosen = {t.user_attrs["trial_id"]: t.params.get("loss") for t in state["chooser"].get_trials()}
+    assert chosen == dict(zip(trials["trial_id"], trials["loss"]))
+    for loss, study in state["studies"].items():
+        params = {name for t in study.get_trials() for name in t.params}
+        assert params <= set(trials.columns), params  # Optuna's names are the Parquet columns
 
     client, runs = mlflow_runs(run.tracking_uri)
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
@@ -148,7 +159,7 @@ def test_asha_study_parquet_equals_mlflow(ray_cluster, tmp_path, capsys):
 
 def test_interrupted_study_resumes_without_loss_or_doubles(ray_cluster, tmp_path, capsys):
     """The driver crashes (a callback raises) after two trials; `resume` finishes the study."""
-    doc = {**TINY, "name": "resume", "storage": str(tmp_path), "scheduler": {"type": "fifo"},
+    doc = {**TINY, "name": "resume", "storage": str(tmp_path), "scheduler": {"kind": "fifo"},
            "search": {**TINY["search"], "num_samples": 5}}
     here = Path(__file__).resolve().parent
     env = {**os.environ, "PYTHONPATH": f"{here.parent}{os.pathsep}{here}"}
@@ -190,15 +201,15 @@ def test_interrupted_study_resumes_without_loss_or_doubles(ray_cluster, tmp_path
 def test_erroring_trials_are_recorded_and_the_study_goes_on(ray_cluster, tmp_path):
     """A diverging trial (non-finite loss) and a raising one (a trunk too deep for 24 px input) are errors with
     their messages in both sinks; the healthy trial completes."""
-    config = tiny(tmp_path, "errors", scheduler={"type": "fifo"},
+    config = tiny(tmp_path, "errors", scheduler={"kind": "fifo"},
                   search={"algorithm": "grid", "num_samples": 1, "losses": ["contrastive"], "miners": ["none"],
                           "space": {"contrastive": {"pos_margin": 0.0, "neg_margin": 1.0},
-                                    "train": {"optimizer": "sgd", "lr": {"grid": [1.0e-2, 1.0e+30]},
-                                              "trunk": {"grid": ["small_cnn", "inception_v3"]}}}})
+                                    "train": {"optimizer": "sgd", "lr": {"grid": [1.0e-2, 1.0e+30]}},
+                                    "model": {"trunk": {"grid": ["small_cnn", "inception_v3"]}}}})
     run = run_study(config)
     epochs, trials = tables(run.study_dir)
     assert len(trials) == 4
-    status = {(r["train.trunk"], r["train.lr"]): r for r in trials.to_dict("records")}
+    status = {(r["model.trunk"], r["train.lr"]): r for r in trials.to_dict("records")}
     assert status[("small_cnn", 1.0e-2)]["status"] == "completed"
     diverged = status[("small_cnn", 1.0e30)]
     assert diverged["status"] == "error" and "NonFiniteLossError" in diverged["error"]
@@ -245,7 +256,7 @@ def mlflow_server(tmp_path):
 
 
 def test_study_tracks_to_an_mlflow_server(ray_cluster, tmp_path, mlflow_server):
-    config = tiny(tmp_path, "server", tracking={"uri": mlflow_server}, scheduler={"type": "fifo"},
+    config = tiny(tmp_path, "server", tracking={"uri": mlflow_server}, scheduler={"kind": "fifo"},
                   search={"num_samples": 2, "algorithm": "random"})
     run = run_study(config, verbose=0)
     epochs, _ = tables(run.study_dir)
@@ -257,7 +268,7 @@ def test_study_tracks_to_an_mlflow_server(ray_cluster, tmp_path, mlflow_server):
 
 def test_study_on_a_two_node_cluster(tmp_path):
     """`ray.address` joins an existing cluster; with one CPU per node, two trials at once means both nodes work."""
-    doc = {**TINY, "name": "nodes", "storage": str(tmp_path), "scheduler": {"type": "fifo"},
+    doc = {**TINY, "name": "nodes", "storage": str(tmp_path), "scheduler": {"kind": "fifo"},
            "search": {**TINY["search"], "algorithm": "random", "num_samples": 2}}
     here = Path(__file__).resolve().parent
     env = {**os.environ, "PYTHONPATH": f"{here.parent}{os.pathsep}{here}"}
@@ -275,9 +286,9 @@ def test_study_on_uri_storage_resumes_as_a_no_op_when_finished(ray_cluster, tmp_
     """Storage given as a URI goes through pyarrow's filesystems (as s3:// or gs:// would); MLflow then needs
     tracking.uri. Running the finished study again restores it and adds nothing."""
     storage = (tmp_path / "bucket").as_uri()
-    config = tiny(tmp_path, "remote", scheduler={"type": "fifo"}, search={"num_samples": 2, "algorithm": "random"},
+    config = tiny(tmp_path, "remote", scheduler={"kind": "fifo"}, search={"num_samples": 2, "algorithm": "random"},
                   tracking={"uri": f"sqlite:///{tmp_path}/tracking.db"})
-    config = config.with_overrides(storage=storage)
+    config = dataclasses.replace(config, storage=storage)
     run = run_study(config, progress=False)
     assert run.study_dir == f"{storage}/remote"
     local_dir = tmp_path / "bucket" / "remote"

@@ -13,17 +13,20 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from dml_core.train import TrainConfig
-from study.config import Algorithm, Mode
-from study.mlflow_sink import MlflowSink
-from study.part_table import PartTable
+from dml_core.config import TrainConfig
+from dml_core.mode import Mode
+from results.study_dir import PartTable, Status, epochs_schema
+from search_spaces import full_comparison_space, sensitivity_space
+from search_spaces.distributions import Choice, LogUniform
+from study.config import Algorithm
+from study.mlflow_sink import MlflowSink, mlflow_metric_name
 from study.recorder import StudyRecorder, error_message
-from study.records import TrialStatus, config_id, epochs_schema, mlflow_metric_name, trial_train_config
+from study.records import config_id
 from study.searcher import GridSearcher, OptunaSearcher, outcome
 
 METRICS = ["recall@1", "recall@2", "precision@1", "r_precision", "map@r"]
-COLUMNS = {"loss": "str", "miner": "str", "loss.margin": "float", "loss.temperature": "float",
-           "miner.type_of_triplets": "str", "train.lr": "float"}
+COLUMNS = {"loss": "str", "miner": "str", "triplet.margin": "float", "normalized_softmax.temperature": "float",
+           "miner.triplet_margin.type_of_triplets": "str", "train.lr": "float"}
 
 
 @dataclass
@@ -58,8 +61,9 @@ def recorder(tmp_path, *, clock=None, mlflow=None, interval=1000.0, rows=1000) -
                          flush_interval_s=interval, flush_rows=rows, mlflow=mlflow, clock=clock or Clock())
 
 
-TRIPLET = {"loss": "triplet", "loss.margin": 0.1, "miner": "triplet_margin", "miner.type_of_triplets": "hard"}
-SOFTMAX = {"loss": "normalized_softmax", "loss.temperature": 0.05, "miner": "none", "train.lr": 0.01}
+TRIPLET = {"loss": "triplet", "triplet.margin": 0.1, "miner": "triplet_margin",
+           "miner.triplet_margin.type_of_triplets": "hard"}
+SOFTMAX = {"loss": "normalized_softmax", "normalized_softmax.temperature": 0.05, "miner": "none", "train.lr": 0.01}
 
 
 def epochs_frame(tmp_path) -> pd.DataFrame:
@@ -73,13 +77,7 @@ def test_mlflow_names_and_config_ids():
     assert mlflow_metric_name("recall@1") == "recall_at_1"
     assert mlflow_metric_name("map@r") == "map_at_r"
     assert config_id({**TRIPLET, "train.seed": 1}) == config_id({**TRIPLET, "train.seed": 2})
-    assert config_id(TRIPLET) != config_id({**TRIPLET, "loss.margin": 0.2})
-
-
-def test_trial_train_config_applies_sampled_values():
-    config = trial_train_config(TrainConfig(lr=0.1), {**SOFTMAX, "train.seed": 5})
-    assert config.loss == "normalized_softmax" and config.loss_params == {"temperature": 0.05}
-    assert config.miner == "none" and config.lr == 0.01 and config.seed == 5
+    assert config_id(TRIPLET) != config_id({**TRIPLET, "triplet.margin": 0.2})
 
 
 def test_error_message_takes_the_exception_line():
@@ -97,16 +95,16 @@ def test_part_table_appends_atomic_parts_with_one_schema(tmp_path):
     schema = epochs_schema(COLUMNS, METRICS)
     table = PartTable(str(tmp_path / "t.parquet"), schema)
     assert table.read().num_rows == 0
-    table.append([{"study": "s", "trial_id": "a", "loss": "triplet", "loss.margin": 0.1, "epoch": 1}])
-    table.append([{"study": "s", "trial_id": "b", "loss": "normalized_softmax", "loss.temperature": 0.05,
+    table.append([{"study": "s", "trial_id": "a", "loss": "triplet", "triplet.margin": 0.1, "epoch": 1}])
+    table.append([{"study": "s", "trial_id": "b", "loss": "normalized_softmax", "normalized_softmax.temperature": 0.05,
                    "epoch": 1, "recall@1": 0.5}])
     assert table.append([]) is None
     files = sorted(os.listdir(tmp_path / "t.parquet"))
     assert len(files) == 2 and all(f.startswith("part-") for f in files)
     frame = pd.read_parquet(tmp_path / "t.parquet")
     assert list(frame.columns) == schema.names
-    assert frame.set_index("trial_id").loc["a", "loss.temperature"] is None or \
-        math.isnan(frame.set_index("trial_id").loc["a", "loss.temperature"])
+    assert frame.set_index("trial_id").loc["a", "normalized_softmax.temperature"] is None or \
+        math.isnan(frame.set_index("trial_id").loc["a", "normalized_softmax.temperature"])
     # A reopened table continues the numbering after the existing parts.
     again = PartTable(str(tmp_path / "t.parquet"), schema)
     again.append([{"study": "s", "trial_id": "c", "epoch": 2}])
@@ -162,14 +160,16 @@ def test_trial_rows_statuses_best_and_last(tmp_path):
     rec.on_trial_error(0, [], failed)
     rec.on_experiment_end([])
     trials = pd.read_parquet(tmp_path / "results" / "trials.parquet").set_index("trial_id")
-    assert trials.loc["a", "status"] == TrialStatus.COMPLETED.value
+    assert trials.loc["a", "status"] == Status.COMPLETED.value
     assert trials.loc["a", "best_recall@1"] == 0.6 and trials.loc["a", "best_epoch"] == 2
     assert trials.loc["a", "last_recall@1"] == 0.5 and trials.loc["a", "epochs"] == 3
     assert trials.loc["b", "status"] == "stopped" and trials.loc["b", "stop_reason"] == "asha"
     assert trials.loc["c", "status"] == "error" and trials.loc["c", "error"] == "ValueError: boom"
     assert trials.loc["c", "epochs"] == 0
-    assert trials.loc["b", "loss.temperature"] == 0.05 and trials.loc["b", "train.lr"] == 0.01
-    assert pd.isna(trials.loc["b", "loss.margin"])
+    assert trials.loc["b", "normalized_softmax.temperature"] == 0.05 and trials.loc["b", "train.lr"] == 0.01
+    assert pd.isna(trials.loc["b", "triplet.margin"])
+    # Seed and fold are in every row under their TrainConfig names, from the study's base where not sampled.
+    assert (trials["train.seed"] == 0).all() and trials["train.fold"].isna().all()
 
 
 def test_restart_writes_pending_rows_once_and_drops_replayed_epochs(tmp_path):
@@ -249,7 +249,9 @@ def test_mlflow_nested_runs_batched_and_found_again(tmp_path):
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2]
     a = next(r for r in children if r.data.tags["dml_study.trial_id"] == "a")
     # Two of three epochs: stopped early, which MLflow shows as a killed run.
-    assert a.data.params["loss.margin"] == "0.1" and a.data.tags["status"] == "stopped"
+    # MLflow params carry the same names as the Parquet columns.
+    assert a.data.params["triplet.margin"] == "0.1" and a.data.tags["status"] == "stopped"
+    assert a.data.params["miner.triplet_margin.type_of_triplets"] == "hard" and a.data.params["train.seed"] == "0"
     assert a.info.status == "KILLED" and a.data.tags["stop_reason"] == "asha"
 
     # A restore with a state that predates trial b's run id finds b's run by its tags instead of making another.
@@ -282,14 +284,15 @@ def test_outcome_tells_early_stopped_trials_as_pruned():
                    metric="recall@1")[0] is State.FAIL
 
 
-def _space(trial: optuna.Trial) -> dict[str, Any]:
-    return {"loss": "triplet", "loss.margin": trial.suggest_float("triplet.margin", 0.01, 0.5, log=True)}
+def _space(**train: Any) -> Any:
+    return sensitivity_space("triplet", "margin", [0.01, 0.1, 0.5], train=train) if train else \
+        full_comparison_space(["triplet"], ["none"], loss_params={"triplet": {"margin": LogUniform(0.01, 0.5)}})
 
 
 def test_optuna_searcher_reports_intermediate_values_and_prunes():
-    searcher = OptunaSearcher(_space, metric="recall@1", mode=Mode.MAX, max_epochs=3, algorithm=Algorithm.OPTUNA)
+    searcher = OptunaSearcher(_space(), metric="recall@1", mode=Mode.MAX, max_epochs=3, algorithm=Algorithm.OPTUNA)
     config = searcher.suggest("t1")
-    assert 0.01 <= config["loss.margin"] <= 0.5
+    assert 0.01 <= config["triplet.margin"] <= 0.5
     searcher.on_trial_result("t1", {"epoch": 1, "recall@1": 0.2})
     searcher.on_trial_result("t1", {"epoch": 1, "recall@1": 0.2})  # replayed after a restore: ignored
     searcher.on_trial_complete("t1", {"epoch": 1, "recall@1": 0.2})
@@ -299,35 +302,35 @@ def test_optuna_searcher_reports_intermediate_values_and_prunes():
     searcher.on_trial_complete("t2", {"epoch": 3, "recall@1": 0.3})
     searcher.suggest("t3")
     searcher.on_trial_complete("t3", None, error=True)
-    trials = searcher.study.get_trials()
+    trials = searcher.studies["triplet"].get_trials()
     assert [t.state.name for t in trials] == ["PRUNED", "COMPLETE", "FAIL"]
     assert trials[0].intermediate_values == {1: 0.2}
     assert trials[1].value == pytest.approx(0.3) and trials[1].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+    assert [t.user_attrs["trial_id"] for t in trials] == ["t1", "t2", "t3"]
 
 
 def test_optuna_searcher_judges_completion_by_a_sampled_epoch_count():
     """With train.epochs in the space, a trial that ran all of its own epochs is complete, not pruned."""
-    def space(trial: optuna.Trial) -> dict[str, Any]:
-        return {"loss": "triplet", "train.epochs": trial.suggest_categorical("train.epochs", [2])}
-
-    searcher = OptunaSearcher(space, metric="recall@1", mode=Mode.MAX, max_epochs=4)
-    searcher.suggest("t1")
+    searcher = OptunaSearcher(_space(epochs=Choice((2,))), metric="recall@1", mode=Mode.MAX, max_epochs=4)
+    assert searcher.suggest("t1")["train.epochs"] == 2
     searcher.on_trial_complete("t1", {"epoch": 2, "recall@1": 0.5})
-    assert searcher.study.get_trials()[0].state.name == "COMPLETE"
+    assert searcher.studies["triplet"].get_trials()[0].state.name == "COMPLETE"
 
 
 def test_optuna_searcher_state_round_trip(tmp_path):
-    searcher = OptunaSearcher(_space, metric="recall@1", mode=Mode.MIN, max_epochs=2, algorithm=Algorithm.RANDOM,
+    searcher = OptunaSearcher(_space(), metric="recall@1", mode=Mode.MIN, max_epochs=2, algorithm=Algorithm.RANDOM,
                               seed=3)
     searcher.suggest("t1")
     searcher.on_trial_result("t1", {"epoch": 1, "recall@1": 0.2})
     path = str(tmp_path / "s.pkl")
     searcher.save(path)
-    other = OptunaSearcher(_space, metric="recall@1", mode=Mode.MIN, max_epochs=2)
+    other = OptunaSearcher(_space(), metric="recall@1", mode=Mode.MIN, max_epochs=2)
     other.restore(path)
     other.on_trial_complete("t1", {"epoch": 2, "recall@1": 0.4})
-    assert other.study.get_trials()[0].state.name == "COMPLETE"
-    assert other.study.direction.name == "MINIMIZE"
+    study = other.studies["triplet"]
+    told = study.get_trials()[0]
+    assert told.state.name == "COMPLETE" and told.intermediate_values == {1: 0.2, 2: 0.4}
+    assert study.direction.name == "MINIMIZE"
 
 
 def test_grid_searcher_repeats_with_distinct_seeds():
@@ -339,14 +342,46 @@ def test_grid_searcher_repeats_with_distinct_seeds():
     assert configs[4] == GridSearcher.FINISHED
 
 
-def test_optuna_searcher_covers_every_loss_first():
-    def space(trial: optuna.Trial) -> dict[str, Any]:
-        return {"loss": trial.suggest_categorical("loss", ["a", "b", "c"]), "x": trial.suggest_float("x", 0, 1)}
-
-    searcher = OptunaSearcher(space, metric="recall@1", mode=Mode.MAX, max_epochs=1, seed=0, cover=["c", "a", "b"])
+def test_optuna_searcher_covers_every_loss_first_then_learns_per_loss():
+    """The first trials take each loss once; every loss has its own Optuna study whose parameters carry the
+    columns' names (`miner` included), so Optuna's trials table joins with the study's tables."""
+    space = full_comparison_space(["triplet", "contrastive", "normalized_softmax"], ["none", "triplet_margin"])
+    searcher = OptunaSearcher(space, metric="recall@1", mode=Mode.MAX, max_epochs=1, seed=0)
     first = [searcher.suggest(str(i)) for i in range(3)]
-    assert [c["loss"] for c in first] == ["c", "a", "b"]
-    assert len({c["x"] for c in first}) == 3  # the rest of each configuration is still sampled
+    assert sorted(c["loss"] for c in first) == ["contrastive", "normalized_softmax", "triplet"]
+    for i in range(3, 12):
+        searcher.suggest(str(i))
+    for i in range(12):
+        searcher.on_trial_complete(str(i), {"epoch": 1, "recall@1": 0.1 * (i % 5)})
+    tables = []
+    for loss, study in searcher.studies.items():
+        frame = study.trials_dataframe()
+        assert len(frame) >= 1 and (frame["state"] == "COMPLETE").all()
+        params = {c.removeprefix("params_") for c in frame.columns if c.startswith("params_")}
+        assert params <= {*space_columns(space), "miner"}, params
+        assert all(p.startswith((f"{loss}.", "miner")) for p in params), (loss, params)
+        tables.append(frame.assign(loss=loss))
+    assert sum(len(t) for t in tables) == 12
+    # Joined on the Tune trial id, Optuna's values equal the configurations the searcher handed out.
+    joined = pd.concat(tables).set_index("user_attrs_trial_id")
+    assert set(joined.index) == {str(i) for i in range(12)}
+    triplet = joined[joined["loss"] == "triplet"]
+    assert triplet["params_triplet.margin"].between(0.01, 0.3).all()
+
+
+def space_columns(space: Any) -> list[str]:
+    from search_spaces import columns
+
+    return list(columns(space))
+
+
+def test_searcher_seeds_are_reproducible_and_per_loss():
+    space = full_comparison_space(["triplet", "contrastive"], ["none"])
+    runs = []
+    for _ in range(2):
+        searcher = OptunaSearcher(space, metric="recall@1", mode=Mode.MAX, max_epochs=1, seed=7)
+        runs.append([searcher.suggest(str(i)) for i in range(6)])
+    assert runs[0] == runs[1]
 
 
 def test_trials_lost_in_a_driver_crash_are_closed(tmp_path):
@@ -380,7 +415,7 @@ def test_trials_lost_in_a_driver_crash_are_closed(tmp_path):
     assert trials.loc["k", "status"] == "completed"
     assert trials.loc["lost", "status"] == "error" and trials.loc["lost", "stop_reason"] == "lost"
     assert trials.loc["lost", "epochs"] == 2 and trials.loc["lost", "best_recall@1"] == 0.4
-    assert trials.loc["lost", "loss.temperature"] == 0.05
+    assert trials.loc["lost", "normalized_softmax.temperature"] == 0.05
     assert "empty" not in trials.index
 
     client = MlflowClient(uri)

@@ -9,14 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
+from dml_core.config import DatasetConfig, ModelConfig, TrainConfig
 from dml_core.data import load_dataset
-from dml_core.train import NonFiniteLossError, TrainConfig, train
+from dml_core.errors import ConfigError
+from dml_core.mode import Mode
+from dml_core.train import NonFiniteLossError, train
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 GLYPHS = {"samples_per_face": 1}  # 5k train / 5k test images: seconds per epoch
-FAST = dict(dataset_options=GLYPHS, embedding_dim=16, batch_size=32, m_per_class=4, batches_per_epoch=4,
-            eval_batch_size=2048)
+FAST = dict(dataset=DatasetConfig(options=GLYPHS), model=ModelConfig(embedding_dim=16), batch_size=32,
+            m_per_class=4, batches_per_epoch=4, eval_batch_size=2048)
 
 
 def metrics_only(history):
@@ -71,7 +74,7 @@ def test_checkpoint_survives_torch_save_with_weights_only(tmp_path):
 def test_training_learns_on_glyphs():
     """The embedded data set is a real benchmark: a few hundred steps lift R@1 far above the untrained trunk."""
     config = TrainConfig(loss="contrastive", epochs=2, batches_per_epoch=60,
-                         dataset_options={"samples_per_face": 1}, eval_batch_size=2048)
+                         dataset={"options": {"samples_per_face": 1}}, eval_batch_size=2048)
     untrained = train(config.replace(lr=1e-12, epochs=1, batches_per_epoch=1)).last_metrics["recall@1"]
     trained = train(config).last_metrics["recall@1"]
     assert trained > untrained + 0.15, (untrained, trained)
@@ -126,8 +129,9 @@ def _image_folder(root):
 
 
 def _disk_config(root, **changes):
-    fields = dict(dataset="imagefolder", dataset_root=root, dataset_options={"image_size": 32}, trunk="resnet18",
-                  embedding_dim=8, batch_size=8, m_per_class=2, epochs=1, batches_per_epoch=2, loss="contrastive")
+    fields = dict(dataset=DatasetConfig("imagefolder", root, {"image_size": 32}),
+                  model=ModelConfig("resnet18", embedding_dim=8), batch_size=8, m_per_class=2, epochs=1,
+                  batches_per_epoch=2, loss="contrastive")
     return TrainConfig(**{**fields, **changes})
 
 
@@ -205,11 +209,39 @@ def test_each_optimizer_trains_with_the_loss_learning_rate_on_the_proxies(optimi
     ({"momentum": "high"}, "momentum"),
     ({"num_workers": "2"}, "num_workers"),
     ({"seed": 1.5}, "seed"),
+    ({"ks": (1, 1)}, "ks"),
+    ({"dataset": {"root": 3}}, "dataset.root"),
+    ({"dataset": {"rot": "/x"}}, "dataset.rot"),
+    ({"model": {"embedding_dim": 0}}, "model.embedding_dim"),
+    ({"model": ModelConfig(), "dataset": "glyphs"}, "dataset"),
 ])
 def test_config_rejects_bad_values_naming_the_field(changes, field):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         TrainConfig(**changes)
-    assert str(info.value).startswith(field)
+    assert info.value.path == field and str(info.value).startswith(f"{field}: ")
+
+
+def test_summary_best_takes_a_mode():
+    history = ({"epoch": 1, "recall@1": 0.2, "train_loss": 3.0}, {"epoch": 2, "recall@1": 0.5, "train_loss": 1.0},
+               {"epoch": 3, "recall@1": 0.5, "train_loss": 2.0})
+    from dml_core.train import TrainSummary
+
+    summary = TrainSummary(history=history, stopped_early=False, wall_time_s=1.0)
+    assert summary.best()["epoch"] == 2  # ties: the earliest epoch
+    assert summary.best("train_loss", mode=Mode.MIN)["epoch"] == 2
+    assert summary.best("train_loss", mode=Mode.MAX)["epoch"] == 1
+    assert summary.best("recall@1", mode=Mode.MIN)["epoch"] == 1
+
+
+def test_config_needs_no_torch():
+    """Checking a config must be quick: dml_core.config imports no torch (a fresh interpreter proves it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dml_core.config import TrainConfig; TrainConfig(lr=0.1, device='cuda:1'); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_bad_loss_or_miner_names_fail_before_training():

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dml_core.data.base import DatasetSplit, DMLDataset
+from dml_core.names import check_known, lookup
 from dml_core.data.cars196 import load_cars196
 from dml_core.data.cub200 import load_cub200
 from dml_core.data.glyphs import GlyphOptions, load_glyphs
@@ -46,9 +47,7 @@ DATASETS: dict[str, DatasetEntry] = {
 
 
 def _entry(name: str) -> DatasetEntry:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}")
-    return DATASETS[name]
+    return lookup(DATASETS, name, "dataset")
 
 
 def dataset_options(name: str) -> dict[str, Any]:
@@ -59,9 +58,5 @@ def dataset_options(name: str) -> dict[str, Any]:
 def load_dataset(name: str, *, root: str | Path | None = None, **options: Any) -> DatasetSplit:
     """Load dataset `name`: `root` is its directory (None for the generated `glyphs`)."""
     entry = _entry(name)
-    valid = dataset_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for dataset {name!r}; "
-                         f"expected: {', '.join(valid)}")
+    check_known(options, dataset_options(name), "option(s)", f"dataset {name!r}")
     return entry.load(root, entry.options(**options))

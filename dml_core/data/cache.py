@@ -1,18 +1,18 @@
-"""The on-disk cache of generated datasets: where it lives, and writes that a reader never sees half done.
+"""The on-disk cache of generated datasets: where it lives, and how its array files are written and read.
 
-A cache file is written under a unique temporary name in its final directory and `os.replace`d into place, which
-is atomic on POSIX and Windows: concurrent trials that generate the same file at once each write their own
-temporary, and whichever replace comes last leaves an identical, complete file.
+Cache files are written atomically (dml_core.files): concurrent trials that generate the same file at once each
+write their own temporary, and whichever replace comes last leaves an identical, complete file.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from dml_core.files import write_atomic
 
 __all__ = ["CACHE_ENV", "cache_dir", "save_arrays", "load_arrays"]
 
@@ -31,18 +31,7 @@ def cache_dir(override: str | os.PathLike[str] | None) -> Path:
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write an uncompressed .npz atomically (uncompressed: loading is then a memory copy, not a decode)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)  # mkstemp creates 0600; a cache is as readable as any other generated file
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda handle: np.savez(handle, **arrays), sync=True)
 
 
 def load_arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:

@@ -9,6 +9,7 @@ import inspect
 from typing import Any
 
 from dml_core.losses.base import MetricLoss, zero_loss
+from dml_core.names import check_known, lookup
 from dml_core.losses.contrastive import ContrastiveLoss
 from dml_core.losses.triplet import TripletMarginLoss
 from dml_core.losses.lifted_structure import LiftedStructureLoss
@@ -48,9 +49,7 @@ _PROBLEM_ARGS = ("num_classes", "embedding_dim")
 
 
 def _loss_class(name: str) -> type[MetricLoss]:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; expected one of: {', '.join(LOSSES)}")
-    return LOSSES[name]
+    return lookup(LOSSES, name, "loss")
 
 
 def loss_hparams(name: str) -> dict[str, Any]:
@@ -63,11 +62,7 @@ def loss_hparams(name: str) -> dict[str, Any]:
 def make_loss(name: str, *, num_classes: int, embedding_dim: int, **hparams: Any) -> MetricLoss:
     """Build loss `name`; unknown names and hyperparameters raise ValueError listing the valid ones."""
     cls = _loss_class(name)
-    valid = loss_hparams(name)
-    unknown = sorted(set(hparams) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)} for loss {name!r}; "
-                         f"expected: {', '.join(valid) or '(none)'}")
+    check_known(hparams, loss_hparams(name), "hyperparameter(s)", f"loss {name!r}")
     if num_classes < 1 or embedding_dim < 1:
         raise ValueError(f"loss {name!r} needs positive sizes, got {num_classes=}, {embedding_dim=}")
     signature = inspect.signature(cls.__init__).parameters

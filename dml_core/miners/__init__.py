@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from dml_core.miners.base import Miner
+from dml_core.names import check_known, lookup
 from dml_core.miners.batch_hard import BatchHardMiner
 from dml_core.miners.compatibility import COMPATIBLE_MINERS, compatible_miners
 from dml_core.miners.distance_weighted import DistanceWeightedMiner
@@ -38,9 +39,7 @@ MINERS: dict[str, type[Miner]] = {
 
 
 def _miner_class(name: str) -> type[Miner]:
-    if name not in MINERS:
-        raise ValueError(f"unknown miner {name!r}; expected one of: {', '.join(MINERS)}")
-    return MINERS[name]
+    return lookup(MINERS, name, "miner")
 
 
 def miner_hparams(name: str) -> dict[str, Any]:
@@ -55,11 +54,7 @@ def make_miner(name: str, *, generator: torch.Generator | None = None, **hparams
     can always pass its generator.
     """
     cls = _miner_class(name)
-    valid = miner_hparams(name)
-    unknown = sorted(set(hparams) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)} for miner {name!r}; "
-                         f"expected: {', '.join(valid) or '(none)'}")
+    check_known(hparams, miner_hparams(name), "hyperparameter(s)", f"miner {name!r}")
     if "generator" in inspect.signature(cls.__init__).parameters:
         return cls(generator=generator, **hparams)
     return cls(**hparams)
