@@ -120,8 +120,8 @@ def _faiss_symmetric(x: torch.Tensor, depth: int | np.ndarray, block: int, hint:
     capacity = _heap_capacity(depths, n)
     hint = np.arange(n) if hint is None else np.asarray(hint, dtype=np.int64)
     # (N,) position -> row: by heap size rounded up to a multiple of 8, then by hint (rows of one class stay together
-    # when their sizes differ a little). The positions decide which matmul computes each pair, hence its rounding:
-    # this is the order the search has always used.
+    # when their sizes differ a little). The positions decide which matmul computes each pair, hence its rounding,
+    # so this order is part of the results: changing it moves distance ties by float32 rounding.
     size_class = np.where(depths > 0, np.minimum(-(-(depths + 1) // 8) * 8, n - 1), 0)
     order = hint[np.argsort(size_class[hint], kind="stable")]
     search = _BlockSearch(x[torch.from_numpy(order)], order, capacity[order], block, tile)

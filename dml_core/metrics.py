@@ -13,10 +13,12 @@ For a query with R same-class references:
 Each metric is the mean over queries. Conventions (all as PML's AccuracyCalculator, which has no recall@K):
 - A query whose class has no other member (R = 0, a "lone" query) cannot be scored and is left out of every
   metric's mean; if every query is lone, every retrieval metric is NaN.
-- R-precision and MAP@R look at most `max_k` (default 1,023) neighbours deep, so memory is O(N * max_k). For a
-  class with more than max_k + 1 members, R-precision becomes precision@max_k and MAP@R sums only the first max_k
-  positions but still divides by R (a lower bound): exactly PML's AccuracyCalculator(k=max_k). 1,023 is the depth
-  PML's faiss k-NN can reach on a GPU (1,024 results, the query included); no class of CUB, Cars or SOP comes near.
+- R-precision and MAP@R look R deep for every query, however large its class: memory is O(N * k), k the largest
+  class size minus one (PML's AccuracyCalculator on the CPU, whose default k is every reference, gives the same
+  values). `max_k` caps that depth, and so the memory: for a class with more than max_k + 1 members, R-precision
+  becomes precision@max_k and MAP@R sums only the first max_k positions but still divides by R (a lower bound):
+  exactly PML's AccuracyCalculator(k=max_k), which is also what PML computes on a GPU, where faiss returns at most
+  1,024 or 2,048 neighbours.
 - recall@K for K >= N - 1 sees every reference, so it equals recall@(N - 1); the key keeps the K asked for.
 - Ties: neighbours at exactly equal distances rank by index. Distances that differ by less than float32 rounding
   (~1e-7 relative) rank as our float32 arithmetic rounds them, which can differ from faiss's: in the benchmark, 28
@@ -25,8 +27,9 @@ Each metric is the mean over queries. Conventions (all as PML's AccuracyCalculat
 The neighbours come from an exact search (dml_core._knn): on the CPU, matmuls over the upper triangle of a block
 grid (each pair once, half of faiss's flops) screened into faiss's heaps; on an accelerator, chunked matmul +
 topk (`backend=KnnBackend.TORCH`, selectable on the CPU too). Each query is searched only as deep as its metrics
-need (min(R, max_k), and max(ks) for recall@K). NMI: faiss k-means with one cluster per class (20 iterations, as
-PML), seeded, against the labels, normalised by the arithmetic mean of the two entropies (sklearn's default).
+need (R, or min(R, max_k), and max(ks) for recall@K). NMI: faiss k-means with one cluster per class (20
+iterations, as PML), seeded, against the labels, normalised by the arithmetic mean of the two entropies
+(sklearn's default).
 """
 
 from __future__ import annotations
@@ -40,10 +43,7 @@ import torch
 
 from dml_core._knn import KnnBackend, default_backend, nearest_neighbors
 
-__all__ = ["KnnBackend", "PML_MAX_K", "normalized_mutual_info", "retrieval_metrics"]
-
-# PML's largest k-NN depth on a GPU (faiss GPU's 1,024 results, the query itself among them).
-PML_MAX_K = 1023
+__all__ = ["KnnBackend", "normalized_mutual_info", "retrieval_metrics"]
 
 
 def retrieval_metrics(
@@ -53,21 +53,21 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 2, 4, 8),
     include_nmi: bool = False,
     backend: KnnBackend | str | None = None,
-    max_k: int = PML_MAX_K,
+    max_k: int | None = None,
     nmi_seed: int = 1234,
 ) -> dict[str, float]:
     """Metrics of (N, D) embeddings (torch or numpy, any float dtype, compared in float32) with (N,) integer
     labels: `recall@K` for each K in `ks`, `precision@1`, `r_precision`, `map@r`, and `nmi` when `include_nmi`.
 
     backend: the k-NN search, KnnBackend or its name; default FAISS for CPU embeddings, TORCH otherwise (both give
-        the same values). max_k: how deep R-precision and MAP@R look (see the module docstring). nmi_seed: the
-        k-means seed; 1234 is faiss's default and so PML's.
+        the same values). max_k: None (R-precision and MAP@R look R deep), or a cap on that depth, which bounds
+        the memory (see the module docstring). nmi_seed: the k-means seed; 1234 is faiss's default and so PML's.
     Raises ValueError naming the argument for a bad shape, dtype or value, TypeError for a non-array input.
     """
     x, y = _as_tensors(embeddings, labels)
     ks = _checked_ks(ks)
-    if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1:
-        raise ValueError(f"max_k must be a positive int, got {max_k=}")
+    if max_k is not None and (isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1):
+        raise ValueError(f"max_k must be None or a positive int, got {max_k=}")
     knn_backend = default_backend(x) if backend is None else _checked_backend(backend)
 
     # numpy from here on: the (N, k) bookkeeping is a handful of small passes, where numpy has less overhead.
@@ -75,15 +75,16 @@ def retrieval_metrics(
     class_sizes = np.bincount(class_of)
     same_class_refs = class_sizes[class_of] - 1  # (N,) R of each query
     scored = same_class_refs > 0  # (N,) lone queries are left out
-    r_depth = min(int(same_class_refs.max()), max_k)
+    r_needed = same_class_refs if max_k is None else np.minimum(same_class_refs, max_k)  # (N,) depth for R metrics
+    r_depth = int(r_needed.max())
 
     out: dict[str, float]
     if not scored.any():
         out = {name: math.nan for name in [*(f"recall@{k}" for k in ks), "precision@1", "r_precision", "map@r"]}
     else:
-        # Each scored query needs its min(R, max_k) nearest for R-precision and MAP@R and max(ks) for recall@K;
+        # Each scored query needs its R (or max_k) nearest for R-precision and MAP@R and max(ks) for recall@K;
         # lone queries need none.
-        depth = np.where(scored, np.minimum(np.maximum(np.minimum(same_class_refs, max_k), max(ks)), len(y) - 1), 0)
+        depth = np.where(scored, np.minimum(np.maximum(r_needed, max(ks)), len(y) - 1), 0)
         neighbors = nearest_neighbors(x, depth, knn_backend, groups=class_of).numpy()[scored]  # (Q, max depth)
         hits = (neighbors >= 0) & (class_of[neighbors] == class_of[scored][:, None])  # neighbour shares the class
         refs = same_class_refs[scored]  # (Q,)

@@ -370,3 +370,29 @@ def test_training_separates_classes(case: Case) -> None:
             cos = torch.einsum("bd,ckd->bck", F.normalize(x, dim=1), F.normalize(centres, dim=2))
             predicted = cos.amax(2).argmax(1)
     assert torch.equal(predicted, labels)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_arcface_on_its_class_weight_is_exact(dtype: torch.dtype) -> None:
+    """cos θ = 1 exactly (embeddings along basis-vector class weights, so no rounding): the value is PML's, whose
+    acos form is exact there (the former floor under sin θ, eps, moved this loss by 3e-5 relative in float32 and
+    1e-9 in float64), and the gradient is finite; the embeddings off their weights get PML's gradient (PML's own is
+    NaN on the others)."""
+    from pytorch_metric_learning import losses as pml_losses  # a dev dependency: missing is a failure
+
+    torch.manual_seed(0)
+    loss = ArcFaceLoss(num_classes=C, embedding_dim=D, scale=1.0).to(dtype)  # scale 1: every row's loss is O(1)
+    basis = torch.eye(D, dtype=dtype)
+    with torch.no_grad():
+        loss.proxies[0], loss.proxies[1] = 2.5 * basis[0], 0.3 * basis[1]
+    labels = torch.tensor([0, 1, 2, 3, 1])
+    x = torch.randn(len(labels), D, dtype=dtype, generator=torch.Generator().manual_seed(7))
+    x[0], x[1] = 0.7 * basis[0], 4.0 * basis[1]  # on their class weights
+    pml = pml_losses.ArcFaceLoss(C, D, scale=1.0).to(dtype)
+    with torch.no_grad():
+        pml.W.copy_(loss.proxies.T)
+    ours, (gx, gp) = value_and_grads(lambda e: loss(e, labels), x, [loss.proxies])
+    theirs, (tx, _) = value_and_grads(lambda e: pml(e, labels), x, [pml.W])
+    assert torch.isfinite(gx).all() and torch.isfinite(gp).all()
+    assert rel_err(ours, theirs) < (1e-6 if dtype == torch.float32 else 1e-12), (float(ours), float(theirs))
+    assert rel_err(gx[2:], tx[2:]) < (1e-5 if dtype == torch.float32 else 1e-12)

@@ -8,10 +8,14 @@ the own-class logit cos θ becomes
 
     L = (1/B) Σ_i -log( exp(s·ψ(θ_{i,y_i})) / (exp(s·ψ(θ_{i,y_i})) + Σ_{c≠y_i} exp(s·cos θ_{i,c})) ).
 
-cos(θ + m) is evaluated as cos θ·cos m - sin θ·sin m with sin θ = sqrt(max(1 - cos²θ, eps)) instead of through
-acos: acos and sqrt both have infinite slope at cos θ = ±1, which turns an embedding that sits on its class weight
-into NaN gradients; the floor keeps them finite and changes nothing elsewhere. θ <= π - m is tested as
-cos θ >= -cos m. Mined tuples are ignored.
+cos(θ + m) is evaluated as cos θ·cos m - sin θ·sin m with sin θ = sqrt(max(1 - cos²θ, tiny)) instead of through
+acos. acos and sqrt both have infinite slope at cos θ = ±1 (an embedding on its class weight), which PML's acos form
+turns into NaN gradients; the floor, tiny = the dtype's smallest normal number (1e-38 in float32), keeps them
+finite and changes nothing else. 1 - cos²θ is either 0 (or negative, from rounding) or at least 2^-24 (float32;
+2^-53 in float64), far above tiny, so the floor only acts where sin θ is 0: there it gives sin θ = 1e-19 (float32)
+instead of 0, which vanishes when rounded into cos θ·cos m (ψ = cos m exactly, PML's value), and a derivative of 0
+instead of an infinite one (clamp passes no gradient below its floor). θ <= π - m is tested as cos θ >= -cos m.
+Mined tuples are ignored.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class ArcFaceLoss(ProxyLoss):
     def proxy_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = cosine_to_proxies(x, self.weights(x))  # (B, C)
         own = cos.gather(1, labels[:, None]).squeeze(1)  # (B,)
-        sin = (1.0 - own * own).clamp_min(torch.finfo(own.dtype).eps).sqrt()  # (B,)
+        # The floor is the smallest normal number: see the module docstring for why it changes no value.
+        sin = (1.0 - own * own).clamp_min(torch.finfo(own.dtype).tiny).sqrt()  # (B,)
         target = torch.where(own >= -self._cos_m, own * self._cos_m - sin * self._sin_m, own - self._fallback_shift)
         return F.cross_entropy(self.scale * with_target(cos, labels, target), labels)
 

@@ -7,14 +7,22 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from dml_core.tuples import Mined
+from dml_core.tuples import Mined, Pairs
 
-__all__ = ["MetricLoss", "zero_loss"]
+__all__ = ["MetricLoss", "at_most_one_pair_each", "zero_loss"]
 
 
 def zero_loss(embeddings: torch.Tensor) -> torch.Tensor:
     """A 0 that is still connected to the graph, so `backward()` works on a batch with nothing to learn from."""
     return embeddings.sum() * 0.0
+
+
+def at_most_one_pair_each(pairs: Pairs) -> bool:
+    """Whether every index tensor of `pairs` holds at most one element (at most one positive and one negative
+    pair: a single mined triplet, say). PML's GenericPairLoss then gives 0, and so do our losses derived from it
+    (contrastive, multi_similarity, lifted_structure). Without a miner this never happens on a batch with a pair:
+    all pairs come in both orders."""
+    return pairs.a1.numel() <= 1 and pairs.a2.numel() <= 1
 
 
 class MetricLoss(nn.Module):

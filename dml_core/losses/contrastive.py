@@ -8,8 +8,8 @@ and negative pairs (different labels), both ordered:
 AvgNonZero is the mean over the pairs with a positive loss (PML's AvgNonZeroReducer, one per sub-loss; 0 if
 none). `distance.margin` orders the subtractions, so a similarity flips them. Without mined tuples all pairs
 count; mined `Pairs` are used as given (duplicates count twice), mined `Triplets` give their (a, p) and (a, n)
-pairs (PML's convert_to_pairs). Unlike PML, a mined set holding at most one positive and one negative pair is
-not zeroed out (PML's GenericPairLoss returns 0 when every index tensor has length <= 1).
+pairs (PML's convert_to_pairs). As in PML (its GenericPairLoss), a mined set holding at most one positive and at
+most one negative pair (a single triplet, say) gives 0.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dml_core.distances import LpDistance
 from dml_core.losses._checks import check_finite
 from dml_core.losses._pairwise import self_pairwise
 from dml_core.losses._reduce import avg_nonzero
-from dml_core.losses.base import MetricLoss
+from dml_core.losses.base import MetricLoss, at_most_one_pair_each, zero_loss
 from dml_core.tuples import Mined, label_masks, to_pairs
 
 __all__ = ["ContrastiveLoss"]
@@ -47,9 +47,13 @@ class ContrastiveLoss(MetricLoss):
         return self.distance.margin(self.neg_margin, dist)
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, mined: Mined | None) -> torch.Tensor:
-        mat = self_pairwise(self.distance, embeddings)  # (B, B)
         if mined is None:
+            mat = self_pairwise(self.distance, embeddings)  # (B, B)
             pos, neg = label_masks(labels)
             return avg_nonzero(self._pos_violations(mat), pos) + avg_nonzero(self._neg_violations(mat), neg)
-        a1, p, a2, n = to_pairs(mined, labels)
+        pairs = to_pairs(mined, labels)
+        if at_most_one_pair_each(pairs):
+            return zero_loss(embeddings)
+        a1, p, a2, n = pairs
+        mat = self_pairwise(self.distance, embeddings)  # (B, B)
         return avg_nonzero(self._pos_violations(mat[a1, p])) + avg_nonzero(self._neg_violations(mat[a2, n]))

@@ -1,7 +1,7 @@
 """EET: equidistant and equidistributed triplet loss (after Xu, Zhang, Cheng & Chu, WWW 2020).
 
-The paper shows its constraints as figures; this is the formulation implemented here (re-derived from the
-secondary write-up quoted in ANCHORS.md, choices marked). d is the Euclidean distance between L2-normalised
+The paper shows its constraints as figures; this is the formulation implemented here (re-derived from secondary
+write-ups of the paper, choices marked). d is the Euclidean distance between L2-normalised
 embeddings; T the batch's triplets (a, p, n) (labels[a] == labels[p] != labels[n], a != p: all of them, or the
 mined ones), N = |T|; the batch holds M classes C_1..C_M.
 
@@ -23,7 +23,8 @@ mined ones), N = |T|; the batch holds M classes C_1..C_M.
 
 L_MC and L_EC are 0 when there is no triplet, L_D and L_E when M < 2 (a batch of one class gives exactly 0). The
 all-triplet sums run in anchor chunks with a (B, B) gradient (no (B, B, B) tensor). Mined `Pairs` become the
-triplets formed by a positive and a negative pair that share their anchor.
+triplets formed by a positive and a negative pair that share their anchor. A single mined triplet counts, as in
+the triplet loss (EET has no PML counterpart; PML's pair losses would give 0 for it).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ With d the distance (Euclidean on L2-normalised embeddings by default), for ever
 
 where the sums run over the negative pairs anchored at i and at j (the paper's formula with PML's margins; the
 halving is PML's, since every pair appears in both orders). A positive pair with no negative pair anchored at
-either end has a log-term of 0 (PML's convention). No positive or no negative pair gives 0.
+either end has a log-term of 0 (PML's convention). No positive or no negative pair gives 0, and so does, as in
+PML (its GenericPairLoss), a mined set of at most one positive and one negative pair (a single triplet, say).
 
 The log-term only depends on the anchors, so it is one masked log-sum-exp per row: O(B^2) time and memory,
 where PML builds a (positive pairs x negative pairs) matrix (about 50 M entries at B = 256). Mined `Pairs` enter
@@ -23,7 +24,7 @@ from dml_core.distances import LpDistance
 from dml_core.losses._checks import check_finite
 from dml_core.losses._pairwise import self_pairwise
 from dml_core.losses._reduce import masked_logsumexp
-from dml_core.losses.base import MetricLoss, zero_loss
+from dml_core.losses.base import MetricLoss, at_most_one_pair_each, zero_loss
 from dml_core.tuples import Mined, label_masks, to_pairs
 
 __all__ = ["LiftedStructureLoss"]
@@ -44,17 +45,19 @@ class LiftedStructureLoss(MetricLoss):
         self.distance = LpDistance()
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, mined: Mined | None) -> torch.Tensor:
-        mat = self_pairwise(self.distance, embeddings)  # (B, B)
         if mined is None:
             pos, neg = label_masks(labels)
             if not pos.any() or not neg.any():
                 return zero_loss(embeddings)
+            mat = self_pairwise(self.distance, embeddings)  # (B, B)
             row_lse, has_neg = self._row_logsumexp(mat, neg, None)
             pair_loss = self._pair_losses(mat, row_lse, has_neg, *torch.where(pos))
             return pair_loss.mean()
-        a1, p, a2, n = to_pairs(mined, labels)
-        if a1.numel() == 0 or a2.numel() == 0:
+        pairs = to_pairs(mined, labels)
+        a1, p, a2, n = pairs
+        if a1.numel() == 0 or a2.numel() == 0 or at_most_one_pair_each(pairs):
             return zero_loss(embeddings)
+        mat = self_pairwise(self.distance, embeddings)  # (B, B)
         counts = torch.zeros_like(mat).index_put_((a2, n), torch.ones_like(a2, dtype=mat.dtype), accumulate=True)
         row_lse, has_neg = self._row_logsumexp(mat, counts > 0, counts)
         return self._pair_losses(mat, row_lse, has_neg, a1, p).mean()

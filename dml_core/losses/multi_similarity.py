@@ -8,7 +8,8 @@ With s the cosine similarity, for every sample i with positives P_i (same label,
 
 `distance.margin` orders the subtractions, so a distance instead of a similarity flips them. Without mined
 tuples all pairs count; mined pairs select the entries of P_i and N_i (set semantics: a pair mined twice counts
-once, as PML's pair masks do), so the MS miner followed by this loss is the paper's full method.
+once, as PML's pair masks do), so the MS miner followed by this loss is the paper's full method. As in PML (its
+GenericPairLoss), a mined set holding at most one positive and at most one negative pair gives 0.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import torch
 from dml_core.distances import CosineSimilarity
 from dml_core.losses._checks import check_finite, check_positive
 from dml_core.losses._pairwise import self_pairwise
-from dml_core.losses.base import MetricLoss
-from dml_core.tuples import Mined, label_masks, to_pairs
+from dml_core.losses.base import MetricLoss, at_most_one_pair_each, zero_loss
+from dml_core.tuples import Mined, Pairs, label_masks, to_pairs
 
 __all__ = ["MultiSimilarityLoss"]
 
@@ -41,8 +42,14 @@ class MultiSimilarityLoss(MetricLoss):
         self.distance = CosineSimilarity()
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, mined: Mined | None) -> torch.Tensor:
+        if mined is None:
+            pos, neg = label_masks(labels)
+        else:
+            pairs = to_pairs(mined, labels)
+            if at_most_one_pair_each(pairs):
+                return zero_loss(embeddings)
+            pos, neg = _pair_masks(pairs, embeddings.shape[0])
         mat = self_pairwise(self.distance, embeddings)  # (B, B)
-        pos, neg = label_masks(labels) if mined is None else _pair_masks(mined, labels, mat.shape[0])
         # One exponent per entry: a pair is positive or negative, never both.
         exponents = torch.where(pos, self.alpha * self.distance.margin(mat, self.base),
                                 self.beta * self.distance.margin(self.base, mat))  # (B, B)
@@ -69,10 +76,10 @@ def _log1p_sum_exp_pair(x: torch.Tensor, first: torch.Tensor,
             torch.log(torch.exp(-shift_second) + second_sum) + shift_second)
 
 
-def _pair_masks(mined: Mined, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_masks(pairs: Pairs, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, B) boolean masks of the mined positive and negative pairs."""
-    a1, p, a2, n = to_pairs(mined, labels)
-    pos = torch.zeros(size, size, dtype=torch.bool, device=labels.device)
+    a1, p, a2, n = pairs
+    pos = torch.zeros(size, size, dtype=torch.bool, device=a1.device)
     neg = torch.zeros_like(pos)
     pos[a1, p] = True
     neg[a2, n] = True

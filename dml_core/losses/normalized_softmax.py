@@ -22,7 +22,7 @@ __all__ = ["NormalizedSoftmaxLoss"]
 class NormalizedSoftmaxLoss(ProxyLoss):
     def __init__(self, *, num_classes: int, embedding_dim: int, temperature: float = 0.05) -> None:
         super().__init__(num_classes=num_classes, embedding_dim=embedding_dim)
-        # PML's default and the paper's; the reality check's tuned values were 0.06-0.11 (ANCHORS.md).
+        # PML's default and the paper's; the reality check's tuned values were 0.06-0.11 (Musgrave et al. 2020).
         self.temperature = check_positive("normalized_softmax", "temperature", temperature)
 
     def proxy_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,8 @@ embeddings (PML's default `DotProductSimilarity()` normalises: BaseDistance's no
 
 The paper's L2 penalty on the embeddings is not part of PML's NPairsLoss and not here: this loss has no
 hyperparameters. Mined `Pairs` or `Triplets` supply the candidate positive pairs instead of all of them (the
-first mined pair of each anchor label is kept, as in PML).
+first mined pair of each anchor label is kept, as in PML). A single pair gives 0 by the formula (a softmax over one
+logit), as in PML.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ L2-normalised embeddings by default):
 of the anchor-negative one when it is smaller. Without mined tuples every triplet of the batch counts (PML's
 `triplets_per_anchor="all"`, its default; random sub-sampling belongs to miners here), and they are summed in
 anchor chunks with a (B, B) gradient, never a (B, B, B) tensor. Mined `Triplets` are used as given; mined `Pairs`
-become the triplets formed by a positive and a negative pair sharing their anchor (PML's convert_to_triplets).
+become the triplets formed by a positive and a negative pair sharing their anchor (PML's convert_to_triplets). A
+single mined triplet counts, as in PML's TripletMarginLoss (it returns 0 only for an empty set; the rule of PML's
+pair losses, 0 for at most one pair of each kind, is not its).
 """
 
 from __future__ import annotations
