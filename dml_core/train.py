@@ -35,7 +35,7 @@ from dml_core.mode import Mode
 from dml_core.models import make_model
 from dml_core.samplers import MPerClassSampler
 
-__all__ = ["CHECKPOINT_VERSION", "NonFiniteLossError", "TrainSummary", "embed", "train"]
+__all__ = ["CHECKPOINT_VERSION", "NonFiniteLossError", "TrainSummary", "TrainingRun", "device_of", "embed", "train"]
 
 # Bumped whenever the checkpoint dict changes shape, so an old checkpoint fails loudly instead of half-loading.
 CHECKPOINT_VERSION = 2
@@ -84,12 +84,6 @@ OnEpoch = Callable[[int, dict[str, float], dict[str, Any]], bool | None]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Set-up: each step small and in reading order.
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
@@ -202,6 +196,115 @@ def _rng_state(*generators: torch.Generator) -> list[torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# One model's training, a step at a time: `train` runs one, dml_core.folds runs one per fold in lockstep.
+
+
+class TrainingRun:
+    """The state of training one model on `train_set`: model, loss, miner, optimizer, schedule and generators,
+    built in the order `train` reads. `step_epoch` trains one epoch; `evaluate` embeds a data set and scores it.
+
+    Everything random draws from the config's seed alone (model init from a forked global RNG, batches and miner
+    draws from generators of their own), so two runs of one config and data are identical, whatever else the
+    process does, and `checkpoint`/`restore` continue one exactly.
+    """
+
+    def __init__(self, config: TrainConfig, train_set: DMLDataset, device: torch.device) -> None:
+        self.config = config
+        self.train_set = train_set
+        self.device = device
+        self.amp_dtype = _autocast_dtype(config.precision, device)
+        # Model init draws from torch's global RNG (torchvision trunks give no other way): fork it so that a run
+        # is reproducible from its seed and leaves the caller's RNG untouched.
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(config.seed)
+            self.model = make_model(config.model.trunk, embedding_dim=config.model.embedding_dim,
+                                    pretrained_weights=config.model.pretrained_weights,
+                                    freeze_batchnorm=config.model.freeze_batchnorm,
+                                    in_channels=train_set.in_channels)
+            self.loss_fn = make_loss(config.loss, num_classes=train_set.num_classes,
+                                     embedding_dim=config.model.embedding_dim, **config.loss_params)
+        self.model.to(device)
+        self.loss_fn.to(device)
+        if device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        # Separate generators: batch order and miner sampling stay reproducible whatever the other consumes.
+        self.sampler_gen = torch.Generator().manual_seed(config.seed)
+        self.miner_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+        self.miner = _make_miner(config, self.miner_gen)
+        self.sampler = MPerClassSampler(train_set.labels, config.m_per_class, config.batch_size, self.sampler_gen,
+                                        batches_per_epoch=config.batches_per_epoch)
+        self.optimizer = _optimizer(config, self.model, self.loss_fn)
+        self.scheduler = _scheduler(config, self.optimizer, len(self.sampler))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
+
+    def step_epoch(self, epoch: int) -> float:
+        """Train epoch `epoch` (1-based); returns the mean training loss."""
+        return _train_epoch(epoch, self.model, self.loss_fn, self.miner, self.optimizer, self.scheduler,
+                            self.scaler, _batches(self.train_set, self.sampler, self.config, self.device, epoch),
+                            self.device, self.amp_dtype)
+
+    def embed(self, dataset: DMLDataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) float32 embeddings and (N,) labels of `dataset` (evaluation transform, eval mode)."""
+        return embed(self.model, dataset, batch_size=self.config.eval_batch_size, device=self.device,
+                     autocast_dtype=self.amp_dtype, num_workers=self.config.num_workers)
+
+    def evaluate(self, dataset: DMLDataset) -> dict[str, float]:
+        embeddings, labels = self.embed(dataset)
+        return retrieval_metrics(embeddings, labels, ks=self.config.ks, include_nmi=self.config.include_nmi)
+
+    def epoch(self, epoch: int, eval_set: DMLDataset) -> dict[str, float]:
+        """Train one epoch, then evaluate on `eval_set`: the epoch's metrics, loss and timings."""
+        started = time.perf_counter()
+        train_loss = self.step_epoch(epoch)
+        train_time = time.perf_counter() - started
+        eval_started = time.perf_counter()
+        metrics: dict[str, float] = {"epoch": epoch, **self.evaluate(eval_set)}
+        metrics["train_loss"] = train_loss
+        metrics["train_time_s"] = train_time
+        metrics["eval_time_s"] = time.perf_counter() - eval_started
+        metrics["epoch_time_s"] = time.perf_counter() - started
+        return metrics
+
+    def checkpoint(self, epoch: int, history: list[dict[str, float]]) -> dict[str, Any]:
+        """One plain dict that `restore` accepts; it holds live tensors (not copies): save it at once."""
+        return {
+            "version": CHECKPOINT_VERSION,
+            "epoch": epoch,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "generators": _rng_state(self.sampler_gen, self.miner_gen),
+            "history": [dict(m) for m in history],
+        }
+
+    def restore(self, checkpoint: Mapping[str, Any]) -> tuple[int, list[dict[str, float]]]:
+        """Load a checkpoint; returns (its epoch, the metrics history up to it)."""
+        version = checkpoint.get("version")
+        if version != CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint version {version!r} is not supported (expected {CHECKPOINT_VERSION})")
+        self.model.load_state_dict(checkpoint["model"])
+        self.loss_fn.load_state_dict(checkpoint["loss"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint["scheduler"] is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        for gen, state in zip((self.sampler_gen, self.miner_gen), checkpoint["generators"]):
+            gen.set_state(state.cpu() if isinstance(state, torch.Tensor) else state)
+        return int(checkpoint["epoch"]), [dict(m) for m in checkpoint["history"]]
+
+
+def device_of(config: TrainConfig) -> torch.device:
+    """The torch device a config asks for ("auto": CUDA when available, else the CPU)."""
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The run.
 
 
@@ -213,72 +316,16 @@ def train(config: TrainConfig, *, on_epoch: OnEpoch | None = None,
     stops training. The checkpoint dict holds live state (tensors are not copied): save it inside the callback.
     """
     started = time.perf_counter()
-    device = _device(config.device)
-    amp_dtype = _autocast_dtype(config.precision, device)
-
-    # Model init draws from torch's global RNG (torchvision trunks give no other way): fork it so that a run is
-    # reproducible from its seed and leaves the caller's RNG untouched.
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(config.seed)
-        train_set, eval_set = _splits(config)
-        model = make_model(config.model.trunk, embedding_dim=config.model.embedding_dim,
-                           pretrained_weights=config.model.pretrained_weights,
-                           freeze_batchnorm=config.model.freeze_batchnorm, in_channels=train_set.in_channels)
-        loss_fn = make_loss(config.loss, num_classes=train_set.num_classes,
-                            embedding_dim=config.model.embedding_dim, **config.loss_params)
-    model.to(device)
-    loss_fn.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-
-    # Separate generators: batch order and miner sampling stay reproducible whatever the other consumes.
-    sampler_gen = torch.Generator().manual_seed(config.seed)
-    miner_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-    miner = _make_miner(config, miner_gen)
-    sampler = MPerClassSampler(train_set.labels, config.m_per_class, config.batch_size, sampler_gen,
-                               batches_per_epoch=config.batches_per_epoch)
-    optimizer = _optimizer(config, model, loss_fn)
-    scheduler = _scheduler(config, optimizer, len(sampler))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-
-    start_epoch = 0
-    history: list[dict[str, float]] = []
-    if resume_from is not None:
-        start_epoch, history = _restore(resume_from, model, loss_fn, optimizer, scheduler, scaler,
-                                        sampler_gen, miner_gen)
+    device = device_of(config)
+    train_set, eval_set = _splits(config)
+    run = TrainingRun(config, train_set, device)
+    start_epoch, history = run.restore(resume_from) if resume_from is not None else (0, [])
 
     stopped = False
     for epoch in range(start_epoch + 1, config.epochs + 1):
-        epoch_started = time.perf_counter()
-        train_loss = _train_epoch(epoch, model, loss_fn, miner, optimizer, scheduler, scaler,
-                                  _batches(train_set, sampler, config, device, epoch), device, amp_dtype)
-        train_time = time.perf_counter() - epoch_started
-
-        eval_started = time.perf_counter()
-        embeddings, labels = embed(model, eval_set, batch_size=config.eval_batch_size, device=device,
-                                   autocast_dtype=amp_dtype, num_workers=config.num_workers)
-        metrics: dict[str, float] = {"epoch": epoch}
-        metrics.update(retrieval_metrics(embeddings, labels, ks=config.ks, include_nmi=config.include_nmi))
-        metrics["train_loss"] = train_loss
-        metrics["train_time_s"] = train_time
-        metrics["eval_time_s"] = time.perf_counter() - eval_started
-        metrics["epoch_time_s"] = time.perf_counter() - epoch_started
+        metrics = run.epoch(epoch, eval_set)
         history.append(metrics)
-
-        checkpoint = {
-            "version": CHECKPOINT_VERSION,
-            "epoch": epoch,
-            "config": config.to_dict(),
-            "model": model.state_dict(),
-            "loss": loss_fn.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict(),
-            "generators": _rng_state(sampler_gen, miner_gen),
-            "history": [dict(m) for m in history],
-        }
-        if on_epoch is not None and on_epoch(epoch, dict(metrics), checkpoint):
+        if on_epoch is not None and on_epoch(epoch, dict(metrics), run.checkpoint(epoch, history)):
             stopped = epoch < config.epochs
             break
     return TrainSummary(history=tuple(history), stopped_early=stopped, wall_time_s=time.perf_counter() - started)
@@ -314,21 +361,3 @@ def _train_epoch(epoch: int, model: nn.Module, loss_fn: nn.Module, miner: Miner,
         total += value
         steps += 1
     return total / max(steps, 1)
-
-
-def _restore(checkpoint: Mapping[str, Any], model: nn.Module, loss_fn: nn.Module,
-             optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-             scaler: torch.amp.GradScaler, sampler_gen: torch.Generator,
-             miner_gen: torch.Generator) -> tuple[int, list[dict[str, float]]]:
-    version = checkpoint.get("version")
-    if version != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint version {version!r} is not supported (expected {CHECKPOINT_VERSION})")
-    model.load_state_dict(checkpoint["model"])
-    loss_fn.load_state_dict(checkpoint["loss"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    if scheduler is not None and checkpoint["scheduler"] is not None:
-        scheduler.load_state_dict(checkpoint["scheduler"])
-    scaler.load_state_dict(checkpoint["scaler"])
-    for gen, state in zip((sampler_gen, miner_gen), checkpoint["generators"]):
-        gen.set_state(state.cpu() if isinstance(state, torch.Tensor) else state)
-    return int(checkpoint["epoch"]), [dict(m) for m in checkpoint["history"]]

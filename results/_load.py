@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 
 from dml_core.config import TrainConfig
 from dml_core.files import Location, is_uri, resolve_filesystem
-from results.study_dir import StudyInfo, StudyPaths, epochs_schema, read_study_info, trials_schema
+from results.study_dir import StudyInfo, StudyPaths, epochs_schema, final_schema, read_study_info, trials_schema
 
-__all__ = ["PathsLike", "load_epochs", "load_trials", "study_dirs"]
+__all__ = ["PathsLike", "load_epochs", "load_final", "load_folds", "load_trials", "study_dirs"]
 
 PathsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
 # The metrics of a table whose study does not list them (a study.json from before it did): TrainConfig's default.
@@ -79,6 +79,18 @@ def load_epochs(paths: PathsLike, *, columns: Sequence[str] | None = None) -> pd
 def load_trials(paths: PathsLike, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per finished trial of every study in `paths`; empty (with the fixed columns) while none finished."""
     return _load(paths, lambda d: StudyPaths(d).trials, trials_schema, columns)
+
+
+def load_folds(paths: PathsLike, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Reality check: one row per trial x epoch x fold model, its validation metrics (`train.fold` is the fold);
+    the epochs table holds their mean. Empty for a plain search."""
+    return _load(paths, lambda d: StudyPaths(d).folds, epochs_schema, columns)
+
+
+def load_final(paths: PathsLike, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Reality check: one row per loss x final run, its test-class metrics as `concatenated.<metric>` and
+    `separated.<metric>`. Empty until a loss's final runs finish (and for a plain search)."""
+    return _load(paths, lambda d: StudyPaths(d).final, final_schema, columns)
 
 
 def _load(paths: PathsLike, where: Callable[[Location], Location], schema: Callable[..., pa.Schema],

@@ -17,7 +17,9 @@ from results._plot_importance import plot_importance
 from results._plot_learning import plot_learning_curves
 from results._plot_sensitivity import plot_sensitivity, varying_hyperparameters
 from results._running import trials_in_progress
-from results._load import PathsLike, study_dirs
+from results._load import PathsLike, load_final, study_dirs
+from results._plot_reality_check import plot_reality_check
+from results._reality_check import REALITY_CHECK_METRICS, reality_check_table
 from results._schema import metric_column, metric_name, metric_names, resolve_mode
 from results.study_dir import StudyInfo, read_study_info
 from results._summary import summary
@@ -49,13 +51,20 @@ def write_report(paths: PathsLike, out_dir: Path | str | None = None, *, metric:
     running = trials_in_progress(epochs, finished, metric=name, mode=mode)
     trials = pd.concat([t for t in (finished, running) if not t.empty] or [finished], ignore_index=True)
     trials.attrs = finished.attrs
+    final = load_final(dirs)
+    reality_check = any(i.protocol.get("kind") == "reality_check" for i in infos)
+    # A reality check's best configurations are judged on its search trials; its final runs (reruns of them)
+    # get a section of their own, which replaces the repeated-runs summary.
+    searched = trials[trials["phase"] != "final"] if reality_check and "phase" in trials.columns else trials
+    searched.attrs = trials.attrs
     sections = [
         _header(infos, trials, metric, mode),
         _status_section(trials),
-        _best_section(trials, metric, mode),
-        _summary_section(trials, metric, mode),
-        _importance_section(trials, metric, mode, out),
-        _sensitivity_section(trials, metric, out),
+        _reality_check_section(final, out) if reality_check else "",
+        _best_section(searched, metric, mode),
+        "" if reality_check else _summary_section(trials, metric, mode),
+        _importance_section(searched, metric, mode, out),
+        _sensitivity_section(searched, metric, out),
         _learning_section(epochs, finished, name, out),
     ]
     path = out / "report.md"
@@ -102,6 +111,27 @@ def _summary_section(trials: pd.DataFrame, metric: str, mode: Mode) -> str:
             "(other seeds or folds; a loss with no repeated configuration shows its best single run), completed "
             "runs only. ± is the half-width of the 95% Student-t interval; n is the number of runs.\n\n"
             + markdown_table(cells, {name: str for name in metrics}))
+
+
+def _reality_check_section(final: pd.DataFrame, out: Path) -> str:
+    title = "## Reality check: the test classes (mean ± 95% CI over the final runs)"
+    if final.empty:
+        return f"{title}\n\nNo loss has finished its final runs yet."
+    table = reality_check_table(final)
+    cells = table[[c for c in ("study", "loss", "n") if c in table.columns]].copy()
+    short = {"precision@1": "P@1", "r_precision": "R-P", "map@r": "MAP@R"}
+    for evaluation in ("concatenated", "separated"):
+        for metric in REALITY_CHECK_METRICS:
+            column = f"{evaluation}.{metric}"
+            cells[f"{evaluation} {short[metric]}"] = [_mean_ci(m, c) for m, c in zip(table[column],
+                                                                                     table[f"{column}_ci"])]
+    plot_reality_check(table, out / "reality_check.png")
+    return (f"{title}\n\nPer loss, its best configuration (by the fold-mean validation metric) retrained with new "
+            "seeds, each run training one model per cross-validation fold. Concatenated: the metrics of the fold "
+            "models' L2-normalised embeddings concatenated; separated: each fold model's metrics, averaged. ± is "
+            "the half-width of the 95% Student-t interval over the n final runs.\n\n"
+            + markdown_table(cells, {c: str for c in cells.columns if c not in ("study", "loss", "n")})
+            + "\n\n![MAP@R per loss on the test classes](reality_check.png)")
 
 
 def _mean_ci(mean: float, half: float) -> str:

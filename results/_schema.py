@@ -16,7 +16,7 @@ import re
 import pandas as pd
 
 from dml_core.mode import Mode
-from results.study_dir import REPEAT_COLUMNS
+from results.study_dir import EVALUATIONS, REPEAT_COLUMNS
 
 __all__ = [
     "hyperparameter_columns",
@@ -32,6 +32,7 @@ __all__ = [
 _LARGER_IS_BETTER = re.compile(r"(recall@\d+|precision@\d+|r_precision|map@r|map@\d+|nmi|ami|accuracy)")
 _SMALLER_IS_BETTER = re.compile(r".*(loss|time_s|error)")
 _RETRIEVAL = re.compile(r"(precision@1|r_precision|map@r|recall@\d+|nmi)")
+_EVALUATION_PREFIXES = tuple(f"{evaluation}." for evaluation in EVALUATIONS)
 
 
 def metric_names(table: pd.DataFrame) -> list[str]:
@@ -47,8 +48,10 @@ def metric_names(table: pd.DataFrame) -> list[str]:
 
 
 def is_hyperparameter(column: str) -> bool:
-    """A sampled hyperparameter column (dotted, or the miner choice) that is not a repeat key (seed, fold)."""
-    return (column == "miner" or "." in column) and column not in REPEAT_COLUMNS
+    """A sampled hyperparameter column (dotted, or the miner choice) that is not a repeat key (seed, fold) nor a
+    final run's test score (`concatenated.map@r`)."""
+    return ((column == "miner" or "." in column) and column not in REPEAT_COLUMNS
+            and not column.startswith(_EVALUATION_PREFIXES))
 
 
 def study_metric(table: pd.DataFrame, metric: str | None) -> str:

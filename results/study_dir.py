@@ -10,6 +10,8 @@ as the study's `storage` was.
       study.json                 StudyInfo: name, uid, metric, mode, metrics, log_scale, created
       results/epochs.parquet/    one row per trial x epoch        } Parquet datasets: directories of immutable
       results/trials.parquet/    one row per finished trial       } part files, each written atomically
+      results/folds.parquet/     reality check: one row per trial x epoch x fold model (its validation metrics)
+      results/final.parquet/     reality check: one row per loss x final run (its test metrics, both ways)
       mlflow.db                  the default MLflow tracking store (sqlite)
       tune/                      Ray Tune's experiment directory (Tuner.restore reads it)
 
@@ -39,14 +41,15 @@ from dml_core.files import Location, join, read_text, resolve_filesystem, write_
 from dml_core.mode import Mode
 
 __all__ = [
-    "FORMAT_VERSION", "CONFIG_FILE", "EPOCH_TIMING", "MLFLOW_DB", "REPEAT_COLUMNS", "STUDY_FILE", "TUNE_DIR", "PartTable", "Status",
-    "StudyInfo", "StudyPaths", "epochs_schema", "new_study_info", "read_study_info", "trials_schema",
-    "write_study_info",
+    "CONFIG_FILE", "EPOCH_TIMING", "EVALUATIONS", "FORMAT_VERSION", "MLFLOW_DB", "REPEAT_COLUMNS", "STUDY_FILE",
+    "TUNE_DIR", "PartTable", "Phase", "Status", "StudyInfo", "StudyPaths", "epochs_schema", "final_schema",
+    "new_study_info", "read_study_info", "trials_schema", "write_study_info",
 ]
 
 # Bumped whenever a table's columns or study.json change meaning, so a study is never continued into tables of
 # another shape. 2: sampled values named as search_spaces.space says; seed and fold as train.seed, train.fold.
-FORMAT_VERSION = 2
+# 3: the phase column; folds.parquet and final.parquet; study.json's protocol.
+FORMAT_VERSION = 3
 CONFIG_FILE = "config.yaml"
 STUDY_FILE = "study.json"
 TUNE_DIR = "tune"
@@ -89,6 +92,26 @@ class StudyPaths:
     def trials(self) -> Location:
         return join(self.root, "results", "trials.parquet")
 
+    @property
+    def folds(self) -> Location:
+        return join(self.root, "results", "folds.parquet")
+
+    @property
+    def final(self) -> Location:
+        return join(self.root, "results", "final.parquet")
+
+
+class Phase(str, enum.Enum):
+    """Which part of a study a trial belongs to (the `phase` column of every table)."""
+
+    SEARCH = "search"  # a configuration the searcher chose (all trials of a plain search)
+    FINAL = "final"  # reality check: a seeded rerun of a loss's best configuration, scored on the test classes
+
+
+# The reality check scores each final run twice: the fold models' metrics averaged ("separated"), and the
+# metrics of their concatenated embeddings ("concatenated"); final.parquet has `<evaluation>.<metric>` columns.
+EVALUATIONS = ("concatenated", "separated")
+
 
 class Status(str, enum.Enum):
     """A trial's state in the trials table."""
@@ -125,22 +148,26 @@ class StudyInfo:
     created: str = ""
     # The directory format it was written in; 1 for a study.json from before formats were numbered.
     format: int = FORMAT_VERSION
+    # The protocol section as written when the study started ({"kind": "search"} for a plain search), so that
+    # `show` can say how far each loss is without reading the config.
+    protocol: Mapping[str, Any] = field(default_factory=lambda: {"kind": "search"})
     # False for a directory without study.json: metric and mode above are defaults, not facts.
     from_file: bool = False
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "uid": self.uid, "format": self.format, "metric": self.metric,
                            "mode": self.mode.value, "metrics": list(self.metrics),
-                           "log_scale": {k: list(v) for k, v in self.log_scale.items()}, "created": self.created},
-                          indent=2)
+                           "log_scale": {k: list(v) for k, v in self.log_scale.items()},
+                           "protocol": dict(self.protocol), "created": self.created}, indent=2)
 
 
 def new_study_info(study_dir: Location, *, name: str, metric: str, mode: Mode, metrics: Sequence[str],
-                   log_scale: Mapping[str, Sequence[str]]) -> StudyInfo:
+                   log_scale: Mapping[str, Sequence[str]], protocol: Mapping[str, Any] | None = None) -> StudyInfo:
     """The study.json of a new study: a fresh uid and the creation time."""
     return StudyInfo(path=study_dir, name=name, uid=uuid.uuid4().hex, metric=metric, mode=mode,
                      metrics=tuple(metrics), log_scale={k: tuple(v) for k, v in log_scale.items()},
-                     created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), from_file=True)
+                     protocol=dict(protocol or {"kind": "search"}), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     from_file=True)
 
 
 def _name(study_dir: Location) -> str:
@@ -160,6 +187,7 @@ def read_study_info(study_dir: Location) -> StudyInfo:
         return StudyInfo(path=study_dir, name=str(raw.get("name") or _name(study_dir)), uid=str(raw.get("uid") or ""),
                          metric=str(raw.get("metric") or "recall@1"), mode=Mode(raw.get("mode") or "max"),
                          metrics=_names(raw.get("metrics") or [], "metrics"), log_scale=log_scale,
+                         protocol=dict(raw.get("protocol") or {"kind": "search"}),
                          created=str(raw.get("created") or ""), format=int(raw.get("format", 1)), from_file=True)
     except (ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"{file} is not a valid study.json ({type(err).__name__}: {err}); expected "
@@ -184,7 +212,7 @@ def write_study_info(info: StudyInfo) -> None:
 
 def _head(param_columns: Mapping[str, str]) -> list[pa.Field]:
     """The columns that identify a trial and its configuration, in both tables."""
-    fields = [pa.field(n, pa.string()) for n in ("study", "trial_id", "config_id", "loss", "miner")]
+    fields = [pa.field(n, pa.string()) for n in ("study", "trial_id", "phase", "config_id", "loss", "miner")]
     fields += [pa.field(name, _ARROW[kind]) for name, kind in param_columns.items()
                if name not in ("loss", "miner", *REPEAT_COLUMNS)]
     return fields + [pa.field(name, pa.int64()) for name in REPEAT_COLUMNS]
@@ -205,6 +233,16 @@ def trials_schema(param_columns: Mapping[str, str], metrics: Sequence[str]) -> p
             pa.field("epochs", pa.int64()), pa.field("best_epoch", pa.int64())]
     for prefix in ("best_", "last_"):
         tail += [pa.field(prefix + m, pa.float64()) for m in (*metrics, "train_loss")]
+    tail += [pa.field("wall_time_s", pa.float64())]
+    return pa.schema(_head(param_columns) + tail)
+
+
+def final_schema(param_columns: Mapping[str, str], metrics: Sequence[str]) -> pa.Schema:
+    """One row per final run of the reality check: `final_run` (0-based, per loss), the epoch of each fold
+    model's best validation (comma-separated, fold order), and every metric on the test classes, both ways."""
+    tail = [pa.field("final_run", pa.int64()), pa.field("best_epochs", pa.string())]
+    for evaluation in EVALUATIONS:
+        tail += [pa.field(f"{evaluation}.{m}", pa.float64()) for m in metrics]
     tail += [pa.field("wall_time_s", pa.float64())]
     return pa.schema(_head(param_columns) + tail)
 

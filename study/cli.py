@@ -45,13 +45,29 @@ def _show(study_dir: str) -> None:
     print(f"study {info.name}: {len(trials)} finished trials ({status or 'none'}), {running} unfinished")
     if not len(trials) or not trials[f"best_{metric}"].notna().any():
         return
+    if info.protocol.get("kind") == "reality_check":
+        _show_phases(info.protocol, trials, results.load_final(study_dir))
+        trials = trials[trials["phase"] == "search"]
     best = results.best_per_loss(trials, metric=metric, mode=mode)
-    print(f"\nbest {metric} per loss (trials: completed/stopped/error):")
+    print(f"\nbest {metric} per loss (trials: full budget/stopped early/error):")
     for row in best.to_dict("records"):
         value = "-" if row[metric] != row[metric] else f"{row[metric]:.4f}"
         tally = f"{row.get('completed', 0)}/{row.get('stopped', 0)}/{row.get('error', 0)}"
         print(f"  {row['loss']:<19} {value:>7}  {tally:<8} trial {row['trial_id']}  "
               f"{_params_text(row['loss'], row.get('params'))}")
+
+
+def _show_phases(protocol: Any, trials: Any, final: Any) -> None:
+    """Reality check: where each loss is, `search 12/50` then `final 3/10` then `done`."""
+    per_loss, finals = int(protocol["trials_per_loss"]), int(protocol["final_runs"])
+    searched = trials[trials["phase"] == "search"].groupby("loss").size()
+    scored = final.groupby("loss").size() if len(final) else {}
+    print(f"\nreality check: {protocol['folds']} folds, {per_loss} search trials and {finals} final runs per loss")
+    for loss in protocol.get("losses") or sorted(set(trials["loss"])):
+        done_search, done_final = int(searched.get(loss, 0)), int(scored.get(loss, 0))
+        phase = ("done" if done_final >= finals else f"final {done_final}/{finals}") if done_search >= per_loss \
+            else f"search {done_search}/{per_loss}"
+        print(f"  {loss:<19} {phase}")
 
 
 def _finish_message(run: Any) -> None:

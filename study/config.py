@@ -29,6 +29,8 @@ from search_spaces.space import TRAIN_FIELDS
 __all__ = [
     "Algorithm",
     "FailureSection",
+    "ProtocolKind",
+    "ProtocolSection",
     "RaySection",
     "ResourcesSection",
     "ResultsSection",
@@ -55,6 +57,14 @@ class SchedulerKind(str, enum.Enum):
     FIFO = "fifo"
 
 
+class ProtocolKind(str, enum.Enum):
+    SEARCH = "search"  # one trial is one configuration trained once; the searcher spends num_samples as it likes
+    # Musgrave et al.'s protocol: every loss gets trials_per_loss trials, each a configuration cross-validated on
+    # `folds` class-disjoint folds in lockstep; then each loss's best configuration is rerun final_runs times
+    # with new seeds and scored on the test classes.
+    REALITY_CHECK = "reality_check"
+
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -66,6 +76,18 @@ class SearchSection:
     mode: Mode = Mode.MAX
     seed: int = 0  # seeds the sampler so that a study is reproducible
     space: Mapping[str, Any] = field(default_factory=dict)  # the keys search_spaces reads, as written
+
+
+@dataclass(frozen=True)
+class ProtocolSection:
+    kind: ProtocolKind = ProtocolKind.SEARCH  # today's search unless a study asks for the reality check
+    folds: int = 4  # the reality check's 4 class-disjoint partitions of the training classes
+    trials_per_loss: int = 50  # the reality check's 50 search iterations per loss
+    final_runs: int = 10  # the reality check's 10 seeded reruns of each loss's best configuration
+
+    @property
+    def reality_check(self) -> bool:
+        return self.kind is ProtocolKind.REALITY_CHECK
 
 
 @dataclass(frozen=True)
@@ -120,6 +142,7 @@ class StudyConfig:
     ray: RaySection
     failure: FailureSection
     results: ResultsSection
+    protocol: ProtocolSection = field(default_factory=ProtocolSection)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the YAML as given, for the record
 
     @property
@@ -291,7 +314,44 @@ def _results(raw: Any) -> ResultsSection:
 
 
 _TOP_KEYS = ("name", "storage", "dataset", "model", "train", "search", "scheduler", "resources", "tracking",
-             "ray", "failure", "results")
+             "ray", "failure", "results", "protocol")
+
+
+def _protocol(raw: Any) -> ProtocolSection:
+    section = _mapping(raw, "protocol")
+    parsed: ProtocolSection = _section(ProtocolSection, section, "protocol", {
+        "kind": lambda v, p: enum_value(ProtocolKind, v, p),
+        "folds": lambda v, p: _int(v, p, minimum=2),
+        "trials_per_loss": lambda v, p: _int(v, p, minimum=1),
+        # A 95% interval needs two runs at least.
+        "final_runs": lambda v, p: _int(v, p, minimum=2),
+    })
+    if not parsed.reality_check:
+        for key in ("folds", "trials_per_loss", "final_runs"):
+            if key in section:
+                raise ConfigError(f"protocol.{key}", "only used with protocol.kind: reality_check")
+    return parsed
+
+
+def _reality_check_train(doc: Mapping[str, Any], train: TrainConfig, protocol: ProtocolSection,
+                         num_samples: int | None) -> TrainConfig:
+    """The protocol owns the folds and the trial count: the sections must not set them too."""
+    search = _mapping(doc.get("search"), "search")
+    if "num_samples" in search or num_samples is not None:
+        raise ConfigError("search.num_samples" if num_samples is None else "--num-samples",
+                          "not used by protocol.kind: reality_check; set protocol.trials_per_loss")
+    own = _mapping(doc.get("train"), "train")
+    if "fold" in own and own["fold"] is not None:
+        raise ConfigError("train.fold", "must be null with protocol.kind: reality_check, whose trials train every "
+                                        "fold in lockstep")
+    if "num_folds" in own and own["num_folds"] != protocol.folds:
+        raise ConfigError("train.num_folds", "set by protocol.folds with protocol.kind: reality_check")
+    space = _mapping(search.get("space"), "search.space")
+    train_space = _mapping(space.get("train"), "search.space.train")
+    for key in ("fold", "num_folds"):
+        if key in train_space:
+            raise ConfigError(f"search.space.train.{key}", "set by the protocol with protocol.kind: reality_check")
+    return train.replace(num_folds=protocol.folds)
 
 
 def parse_config(raw: Any, *, storage: str | None = None, name: str | None = None, address: str | None = None,
@@ -306,13 +366,20 @@ def parse_config(raw: Any, *, storage: str | None = None, name: str | None = Non
     search = _search(doc.get("search"))
     if num_samples is not None:
         search = dataclasses.replace(search, num_samples=_int(num_samples, "--num-samples", minimum=1))
+    protocol = _protocol(doc.get("protocol"))
+    train = _train_config(doc)
+    if protocol.reality_check:
+        train = _reality_check_train(doc, train, protocol, num_samples)
+        if search.algorithm is Algorithm.GRID:
+            raise ConfigError("search.algorithm", "the reality check searches each loss with optuna or random, "
+                                                  "got grid")
     ray_section = _ray(doc.get("ray"))
     if address is not None:
         ray_section = dataclasses.replace(ray_section, address=_required_str(address, "--address"))
     config = StudyConfig(
         name=study_name,
         storage=study_storage,
-        train=_train_config(doc),
+        train=train,
         search=search,
         scheduler=_scheduler(doc.get("scheduler")),
         resources=_resources(doc.get("resources")),
@@ -320,6 +387,7 @@ def parse_config(raw: Any, *, storage: str | None = None, name: str | None = Non
         ray=ray_section,
         failure=_failure(doc.get("failure")),
         results=_results(doc.get("results")),
+        protocol=protocol,
         raw=copy.deepcopy(dict(doc)),
     )
     _check_metric(config)

@@ -41,6 +41,9 @@ class StudyPlan:
 
     @property
     def num_trials(self) -> int:
+        protocol = self.config.protocol
+        if protocol.reality_check:
+            return len(self.space.loss_names) * (protocol.trials_per_loss + protocol.final_runs)
         if self.grid is not None:
             return len(self.grid) * self.config.search.num_samples
         return self.config.search.num_samples
@@ -53,7 +56,8 @@ def _absolute_paths(config: StudyConfig) -> StudyConfig:
     if dataset.root is not None and "://" not in dataset.root:
         dataset = dataclasses.replace(dataset, root=str(Path(dataset.root).expanduser().resolve()))
     if model.pretrained_weights is not None and "://" not in model.pretrained_weights:
-        model = dataclasses.replace(model, pretrained_weights=str(Path(model.pretrained_weights).expanduser().resolve()))
+        weights = str(Path(model.pretrained_weights).expanduser().resolve())
+        model = dataclasses.replace(model, pretrained_weights=weights)
     storage = config.storage if "://" in config.storage else str(Path(config.storage).expanduser().resolve())
     return dataclasses.replace(config, train=dataclasses.replace(train, dataset=dataset, model=model), storage=storage)
 

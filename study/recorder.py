@@ -1,14 +1,21 @@
-"""The driver-side Tune callback that records a study: epoch and trial rows to Parquet, runs to MLflow.
+"""The driver-side Tune callback that records a study: rows to the Parquet tables, runs to MLflow.
 
 Cost per reported result is constant: rows are buffered and flushed as new part files on an interval or when
-the buffer is full, never rewriting what is on disk. Nothing is lost or doubled across a restore:
+the buffer is full, never rewriting what is on disk. The tables are the record, exactly once through a crash of
+the driver at any moment:
 
-- the rows still buffered are part of the callback state that Tune saves with every experiment snapshot, so a
-  restored study writes them; rows reported after the last snapshot are reported again by the trials, which
-  resume from checkpoints that snapshot knew;
+- a row is written only once the trial it belongs to is in one of Tune's experiment snapshots (the recorder's
+  state is saved with each, see get_state). A restored study knows every trial of its snapshot, so no trial with
+  rows on disk is ever forgotten; a trial begun after the last snapshot leaves nothing in the tables if the driver
+  dies, and the restored study runs its place again as a new trial: work is redone, never recorded twice;
+- the rows still buffered at a snapshot are part of it, so a restored study writes them; rows reported after the
+  last snapshot are reported again by the trials, which resume from checkpoints that snapshot knew;
 - a row is written only if its (trial, epoch) is not on disk yet: on start-up the written epochs are read back
-  from the Parquet parts (two small columns), so epochs that reached disk after the snapshot are not doubled;
-- MLflow receives exactly the rows that Parquet receives, at the same flushes;
+  from the Parquet parts (two small columns), so epochs that reached disk after the snapshot are not doubled; a
+  trial whose trials row is on disk takes no more epoch rows (a restored study may run it on, from the snapshot's
+  view of it: that work is not recorded);
+- MLflow receives exactly the rows that Parquet receives, at the same flushes; runs of trials that a restore
+  forgot are ended (or, empty, deleted);
 - the per-trial summary (best and last metrics) is updated idempotently and saved in the callback state.
 """
 
@@ -21,20 +28,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 from ray.tune import Callback
 
 from dml_core.config import TrainConfig
-from results.study_dir import EPOCH_TIMING, REPEAT_COLUMNS, PartTable, Status, epochs_schema, trials_schema
+from results.study_dir import (EPOCH_TIMING, EVALUATIONS, REPEAT_COLUMNS, PartTable, Phase, Status, epochs_schema,
+                               final_schema, trials_schema)
 from search_spaces.space import to_train_config
 from study.mlflow_sink import MlflowSink
-from study.records import TrialSummary, epoch_row, trial_head
+from study.records import FINAL_RUN_KEY, TrialSummary, epoch_row, phase_of, sampled_values, trial_head
 
 __all__ = ["LOST_MESSAGE", "StudyRecorder", "error_message"]
 
 LOST_MESSAGE = ("lost: the driver stopped after this trial began and before Tune saved the study's state; "
-                "the resumed study sampled its place again as a new trial")
+                "the resumed study ran its place again as a new trial")
 
 log = logging.getLogger(__name__)
 _EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)[\w.]*)(: .*)?$")
@@ -65,17 +72,22 @@ def _error_text(trial: Any) -> str | None:
         return None
 
 
+# The tables of a study, in the order a flush writes them: a trial's row never reaches disk before its epochs.
+_TABLES = ("epochs", "folds", "trials", "final")
+
+
 class StudyRecorder(Callback):
-    """Writes epochs.parquet, trials.parquet and the MLflow runs of one study, from the driver."""
+    """Writes the study's tables (epochs, trials; folds and final for a reality check) and its MLflow runs."""
 
     def __init__(self, *, study: str, results_dir: str, base: TrainConfig, param_columns: Mapping[str, str],
-                 metrics: Sequence[str], metric: str, sign: float, stop_reason: str,
+                 metrics: Sequence[str], metric: str, sign: float, stop_reason: str, cross_validate: bool = False,
                  flush_interval_s: float = 10.0, flush_rows: int = 5000, mlflow: MlflowSink | None = None,
                  mlflow_study_params: Mapping[str, Any] | None = None, mlflow_artifacts: Sequence[str] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.study = study
         self.results_dir = results_dir
         self.base = base
+        self.cross_validate = cross_validate  # a reality check: per-fold rows and final runs
         self.param_columns = dict(param_columns)
         self.metrics = list(metrics)
         self.metric = metric
@@ -90,12 +102,13 @@ class StudyRecorder(Callback):
         self._reset_runtime()
 
     def _reset_runtime(self) -> None:
-        self._epochs: PartTable | None = None
-        self._trials: PartTable | None = None
-        self._epoch_buffer: list[dict[str, Any]] = []
-        self._trial_buffer: list[dict[str, Any]] = []
+        self._tables: dict[str, PartTable] = {}
+        self._buffers: dict[str, list[dict[str, Any]]] = {name: [] for name in _TABLES}
         self._written_epoch: dict[str, int] = {}  # trial id -> highest epoch written or buffered
         self._written_trials: set[str] = set()
+        self._written_finals: set[tuple[str, int]] = set()  # (loss, final run) written or buffered
+        # Trials first seen since the last snapshot: their rows wait in the buffers until one includes them.
+        self._unsnapshotted: set[str] = set()
         self._summaries: dict[str, TrialSummary] = {}  # running trials only
         self._replay: dict[str, list[dict[str, Any]]] = {}  # buffered rows of a saved state, admitted on start-up
         self._restored = False
@@ -119,11 +132,12 @@ class StudyRecorder(Callback):
     def _open(self) -> None:
         if self._ready:
             return
-        self._written_epoch, self._written_trials = {}, set()
-        self._epochs = PartTable(f"{self.results_dir}/epochs.parquet",
-                                 epochs_schema(self.param_columns, self.metrics))
-        self._trials = PartTable(f"{self.results_dir}/trials.parquet",
-                                 trials_schema(self.param_columns, self.metrics))
+        self._written_epoch, self._written_trials, self._written_finals = {}, set(), set()
+        schemas = {"epochs": epochs_schema, "trials": trials_schema}
+        if self.cross_validate:
+            schemas |= {"folds": epochs_schema, "final": final_schema}  # a fold row is a single-fold epoch row
+        self._tables = {name: PartTable(f"{self.results_dir}/{name}.parquet", schema(self.param_columns, self.metrics))
+                        for name, schema in schemas.items()}
         self._load_written()
         if self.mlflow is not None:
             self.mlflow.start_study(name=self.study, params=self.mlflow_study_params,
@@ -131,20 +145,27 @@ class StudyRecorder(Callback):
             self.mlflow.flush()
         self._ready = True
         replay, self._replay = self._replay, {}
+        folds: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for row in replay.get("folds", []):
+            folds.setdefault((row["trial_id"], row["epoch"]), []).append(row)
         for row in replay.get("epochs", []):
-            self._admit_epoch(row)
+            self._admit_epoch(row, folds.get((row["trial_id"], row["epoch"]), []))
         for row in replay.get("trials", []):
             self._admit_trial(row)
+        for row in replay.get("final", []):
+            self._admit_final(row)
 
     def _load_written(self) -> None:
         """What earlier runs of this study already wrote (empty for a new study)."""
-        assert self._epochs is not None and self._trials is not None
-        done = self._epochs.read(["trial_id", "epoch"])
+        done = self._tables["epochs"].read(["trial_id", "epoch"])
         if done.num_rows:
             grouped = done.group_by("trial_id").aggregate([("epoch", "max")])
             self._written_epoch = dict(zip(grouped["trial_id"].to_pylist(), grouped["epoch_max"].to_pylist()))
-        finished = self._trials.read(["trial_id"])
+        finished = self._tables["trials"].read(["trial_id"])
         self._written_trials = set(pc.unique(finished["trial_id"]).to_pylist()) if finished.num_rows else set()
+        if "final" in self._tables:
+            final = self._tables["final"].read(["loss", "final_run"])
+            self._written_finals = set(zip(final["loss"].to_pylist(), final["final_run"].to_pylist()))
         if self._written_epoch or self._written_trials:
             self._restored = True
 
@@ -157,17 +178,22 @@ class StudyRecorder(Callback):
         summary = self._summaries.get(trial.trial_id)
         if summary is None:
             summary = self._summaries[trial.trial_id] = TrialSummary(head=self._head(trial))
+            self._unsnapshotted.add(trial.trial_id)
         return summary
 
-    def _start_mlflow_run(self, trial_id: str, head: Mapping[str, Any]) -> None:
-        if self.mlflow is None or trial_id in self._written_trials:
+    def _start_mlflow_run(self, trial_id: str, head: Mapping[str, Any], *, writing: bool = False) -> None:
+        """Create (or after a restore, find) the trial's run. A trial whose record is closed gets none when it
+        starts again (a restore running on a trial that ended after the snapshot), unless rows of it are being
+        written now (`writing`: its run must exist to mirror them)."""
+        if self.mlflow is None or (trial_id in self._written_trials and not writing):
             return
         params = {k: head[k] for k in self._head_keys(head)}
         self.mlflow.start_trial(trial_id, name=f"{trial_id}-{head['loss']}", params=params, restored=self._restored)
 
     def _head_keys(self, row: Mapping[str, Any]) -> list[str]:
-        """The trial-identifying columns of a row: its configuration, seed and fold (MLflow params)."""
-        return [k for k in row if k in ("config_id", "loss", "miner", *REPEAT_COLUMNS) or k in self.param_columns]
+        """The trial-identifying columns of a row: its phase, configuration, seed and fold (MLflow params)."""
+        return [k for k in row if k in ("phase", "config_id", "loss", "miner", *REPEAT_COLUMNS)
+                or k in self.param_columns]
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._open()
@@ -181,34 +207,45 @@ class StudyRecorder(Callback):
         summary = self._summary(trial)
         row = epoch_row(summary.head, result, self.metrics)
         summary.update(row, metric=self.metric, sign=self.sign, metrics=self.metrics)
-        self._admit_epoch(row)
+        if "test" in result:  # a final run's last epoch: its scores on the test classes
+            summary.test = {"test": result["test"], "best_epochs": list(result.get("best_epochs", []))}
+        folds = [epoch_row({**summary.head, "train.fold": i}, {**fold, "timestamp": result.get("timestamp")},
+                           self.metrics) for i, fold in enumerate(result.get("folds", []))]
+        self._admit_epoch(row, folds)
         self._maybe_flush()
 
-    def _admit_epoch(self, row: dict[str, Any]) -> None:
+    def _admit_epoch(self, row: dict[str, Any], folds: Sequence[dict[str, Any]] = ()) -> None:
+        """The epoch row and, for a cross-validated trial, its fold models' rows: once per (trial, epoch)."""
         trial_id = row["trial_id"]
         if row["epoch"] <= self._written_epoch.get(trial_id, 0):
             return  # already written or buffered: a resumed trial re-reporting epochs after its checkpoint
+        if trial_id in self._written_trials:
+            # Its record is closed: a trial that ended after Tune's last snapshot is run on by the restored study
+            # (the snapshot still had it running). That work is redone, but its trials row stays the record.
+            return
         self._written_epoch[trial_id] = row["epoch"]
-        self._epoch_buffer.append(row)
-        if self.mlflow is not None:
-            self._start_mlflow_run(trial_id, row)
-            values = {m: row[m] for m in (*self.metrics, *EPOCH_TIMING)}
-            self.mlflow.log_epoch(trial_id, row["epoch"], values, row["timestamp"] or time.time())
+        self._buffers["epochs"].append(row)
+        if "folds" in self._tables:
+            self._buffers["folds"].extend(folds)
 
     def _admit_trial(self, row: dict[str, Any]) -> None:
         trial_id = row["trial_id"]
         if trial_id in self._written_trials:
             return  # finished in an earlier run of this study, replayed by a restore
-        if self.mlflow is not None:
-            self._start_mlflow_run(trial_id, row)  # a trial can fail before its first result
-            self.mlflow.end_trial(trial_id, Status(row["status"]), stop_reason=row["stop_reason"],
-                                  error=row["error"])
         self._written_trials.add(trial_id)
-        self._trial_buffer.append(row)
+        self._buffers["trials"].append(row)
+
+    def _admit_final(self, row: dict[str, Any]) -> None:
+        """A final run's test scores, once per (loss, final run): a run redone after a crash is not counted twice."""
+        key = (row["loss"], row["final_run"])
+        if key in self._written_finals:
+            return
+        self._written_finals.add(key)
+        self._buffers["final"].append(row)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         summary = self._summary(trial)
-        max_epochs = to_train_config(self.base, trial.config).epochs
+        max_epochs = to_train_config(self.base, sampled_values(trial.config)).epochs
         if summary.epochs >= max_epochs:
             self._finish(trial, Status.COMPLETED, stop_reason="max_epochs")
         else:
@@ -219,71 +256,88 @@ class StudyRecorder(Callback):
 
     def _finish(self, trial: Any, status: Status, *, stop_reason: str, error: str | None = None) -> None:
         self._open()
-        summary = self._summaries.pop(trial.trial_id, None) or TrialSummary(head=self._head(trial))
+        summary = self._summaries.pop(trial.trial_id, None)
+        if summary is None:  # ended before its first result (an error at start-up, say)
+            summary = TrialSummary(head=self._head(trial))
+            self._unsnapshotted.add(trial.trial_id)
+        if (status is Status.COMPLETED and phase_of(trial.config) is Phase.FINAL and summary.test is not None
+                and "final" in self._tables):
+            self._admit_final(self._final_row(summary, int(trial.config[FINAL_RUN_KEY])))
         self._admit_trial(summary.row(status, error=error, stop_reason=stop_reason, metrics=self.metrics))
         self._maybe_flush()
+
+    def _final_row(self, summary: TrialSummary, final_run: int) -> dict[str, Any]:
+        assert summary.test is not None
+        row = {**summary.head, "final_run": final_run, "wall_time_s": summary.wall_time_s, "epochs": summary.epochs,
+               "best_epochs": ",".join(map(str, summary.test["best_epochs"]))}
+        for evaluation in EVALUATIONS:
+            for name, value in summary.test["test"][evaluation].items():
+                row[f"{evaluation}.{name}"] = value
+        return row
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         self._maybe_flush()
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        # Tune snapshots before this call when the study ends or is interrupted; after a crash it does not, and
+        # the rows of trials begun since the last snapshot stay unwritten (a restore runs them again).
         unfinished = any(t.status not in ("TERMINATED", "ERROR") for t in trials)
-        if self._restored and not unfinished:
-            self._close_lost({t.trial_id for t in trials})
         self.flush()
         if self.mlflow is not None:
+            if self._restored and not unfinished:
+                self.mlflow.close_lost_runs({t.trial_id for t in trials} | self._written_trials,
+                                            message=LOST_MESSAGE)
             self.mlflow.end_study("KILLED" if unfinished else "FINISHED")
-
-    def _close_lost(self, known: set[str]) -> None:
-        """Trials that ran before a driver crash but after Tune's last snapshot are unknown to the restored run
-        (their configurations were sampled again as new trials). Their epochs stay, with an error row that says
-        what happened; their MLflow runs end as failed (or, with no epoch logged, are deleted)."""
-        lost = sorted(t for t in self._written_epoch if t not in known and t not in self._written_trials)
-        if lost:
-            assert self._epochs is not None
-            self.flush()
-            table = self._epochs.read()
-            rows = table.filter(pc.is_in(table["trial_id"], value_set=pa.array(lost))).to_pylist()
-            for trial_id in lost:
-                mine = sorted((r for r in rows if r["trial_id"] == trial_id), key=lambda r: r["epoch"])
-                head = {k: mine[0][k] for k in self._head_keys(mine[0])} | {"study": self.study,
-                                                                            "trial_id": trial_id}
-                summary = TrialSummary(head=head)
-                for row in mine:
-                    summary.update(row, metric=self.metric, sign=self.sign, metrics=self.metrics)
-                self._admit_trial(summary.row(Status.ERROR, error=LOST_MESSAGE, stop_reason="lost",
-                                              metrics=self.metrics))
-        if self.mlflow is not None:
-            self.flush()
-            self.mlflow.close_lost_runs(known | self._written_trials, message=LOST_MESSAGE)
 
     # -- writing ---------------------------------------------------------------------------------------------
 
     def _maybe_flush(self) -> None:
-        buffered = len(self._epoch_buffer) + len(self._trial_buffer)
+        buffered = sum(len(rows) for rows in self._buffers.values())
         if buffered and (buffered >= self.flush_rows or self.clock() - self._last_flush >= self.flush_interval_s):
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered rows as new parts (epochs first: a trial row never precedes its epochs on disk)."""
+        """Write the buffered rows of trials the last snapshot knew as new parts, in _TABLES order (a trial row
+        never precedes its epochs on disk), then send MLflow the same rows."""
         if not self._ready:
             return
-        assert self._epochs is not None and self._trials is not None
-        self._epochs.append(self._epoch_buffer)
-        self._epoch_buffer = []
-        self._trials.append(self._trial_buffer)
-        self._trial_buffer = []
+        ready: dict[str, list[dict[str, Any]]] = {}
+        for name in _TABLES:
+            rows = self._buffers[name]
+            ready[name] = [r for r in rows if r["trial_id"] not in self._unsnapshotted]
+            self._buffers[name] = [r for r in rows if r["trial_id"] in self._unsnapshotted]
+            if name in self._tables:
+                self._tables[name].append(ready[name])
         if self.mlflow is not None:
+            self._mirror(ready)
             self.mlflow.flush()
         self._last_flush = self.clock()
+
+    def _mirror(self, written: Mapping[str, list[dict[str, Any]]]) -> None:
+        """Queue in MLflow what the tables just received: epoch metrics, test scores, run ends."""
+        assert self.mlflow is not None
+        for row in written["epochs"]:
+            self._start_mlflow_run(row["trial_id"], row, writing=True)
+            values = {m: row[m] for m in (*self.metrics, *EPOCH_TIMING)}
+            self.mlflow.log_epoch(row["trial_id"], row["epoch"], values, row["timestamp"] or time.time())
+        for row in written["final"]:
+            values = {name: row[name] for name in row if name.startswith(tuple(f"{e}." for e in EVALUATIONS))}
+            self.mlflow.log_epoch(row["trial_id"], int(row.get("epochs") or 0), values, time.time())
+        for row in written["trials"]:
+            self._start_mlflow_run(row["trial_id"], row, writing=True)  # a trial can fail before its first result
+            self.mlflow.end_trial(row["trial_id"], Status(row["status"]), stop_reason=row["stop_reason"],
+                                  error=row["error"])
 
     # -- experiment checkpoints ------------------------------------------------------------------------------
 
     def get_state(self) -> dict[str, Any]:
-        """Saved with every experiment snapshot: small (running trials, the unflushed buffer), never a flush."""
+        """Saved with every experiment snapshot: small (running trials, the unflushed buffer), never a flush. Every
+        trial seen so far is in this snapshot (Tune lists a trial before any callback hears of it), so from now
+        on its rows may be written."""
+        self._unsnapshotted.clear()
         return {
             "summaries": {tid: s.to_state() for tid, s in self._summaries.items()},
-            "pending": {"epochs": list(self._epoch_buffer), "trials": list(self._trial_buffer)},
+            "pending": {name: list(rows) for name, rows in self._buffers.items() if rows},
             "mlflow": self.mlflow.state() if self.mlflow is not None else None,
         }
 

@@ -15,24 +15,40 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dml_core.config import TrainConfig
-from results.study_dir import EPOCH_TIMING, Status
+from results.study_dir import EPOCH_TIMING, Phase, Status
 from search_spaces.registry import NO_MINER
 from search_spaces.space import MINER, REPEAT_NAMES
 
-__all__ = ["TrialSummary", "config_id", "epoch_row", "trial_head"]
+__all__ = ["FINAL_RUN_KEY", "PHASE_KEY", "TrialSummary", "config_id", "epoch_row", "phase_of", "sampled_values",
+           "trial_head"]
+
+# Keys the reality-check searcher adds to a trial's configuration besides the sampled values: which phase the
+# trial belongs to (results.study_dir.Phase; absent in a plain search), and a final run's number within its loss.
+PHASE_KEY = "phase"
+FINAL_RUN_KEY = "final_run"
+
+
+def sampled_values(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's configuration without the protocol's keys: what search_spaces.to_train_config takes."""
+    return {k: v for k, v in config.items() if k not in (PHASE_KEY, FINAL_RUN_KEY)}
+
+
+def phase_of(config: Mapping[str, Any]) -> Phase:
+    return Phase(config.get(PHASE_KEY, Phase.SEARCH.value))
 
 
 def config_id(sampled: Mapping[str, Any]) -> str:
-    """Repeats of one configuration (other seed or fold) share this id."""
-    key = {k: v for k, v in sampled.items() if k not in REPEAT_NAMES}
+    """Repeats of one configuration (other seed or fold, a final run of it) share this id."""
+    key = {k: v for k, v in sampled_values(sampled).items() if k not in REPEAT_NAMES}
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def trial_head(*, study: str, trial_id: str, sampled: Mapping[str, Any], base: TrainConfig) -> dict[str, Any]:
-    """The columns that identify a trial and its configuration, shared by both tables: the sampled values, and
-    the seed and fold the trial ran with (sampled, else the study's)."""
-    head: dict[str, Any] = {"study": study, "trial_id": trial_id, "config_id": config_id(sampled)}
-    head.update(sampled)
+    """The columns that identify a trial and its configuration, shared by all tables: its phase, the sampled
+    values, and the seed and fold the trial ran with (sampled, else the study's)."""
+    head: dict[str, Any] = {"study": study, "trial_id": trial_id, PHASE_KEY: phase_of(sampled).value,
+                            "config_id": config_id(sampled)}
+    head.update(sampled_values(sampled))
     head.setdefault(MINER, NO_MINER)
     head["train.seed"] = int(sampled.get("train.seed", base.seed))
     fold = sampled.get("train.fold", base.fold)
@@ -70,6 +86,9 @@ class TrialSummary:
     last: dict[str, float | None] = field(default_factory=dict)
     best_value: float = -math.inf  # sign-normalised target metric
     wall_time_s: float | None = None
+    # A final run of the reality check, once its last epoch is in: {"test": {"separated": {...},
+    # "concatenated": {...}}, "best_epochs": [epoch of each fold model's best validation]}.
+    test: dict[str, Any] | None = None
 
     def update(self, row: Mapping[str, Any], *, metric: str, sign: float,
                metrics: Sequence[str]) -> None:

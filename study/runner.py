@@ -44,7 +44,8 @@ def _resolved_raw(config: StudyConfig) -> dict[str, Any]:
     raw["name"] = config.name
     raw["storage"] = config.storage
     raw["search"] = dict(raw.get("search") or {})
-    raw["search"]["num_samples"] = config.search.num_samples
+    if not config.protocol.reality_check:  # the protocol counts its own trials
+        raw["search"]["num_samples"] = config.search.num_samples
     if config.ray.address is not None:
         raw["ray"] = dict(raw.get("ray") or {}, address=config.ray.address)
     return raw
@@ -73,19 +74,35 @@ def _tracking_uri(plan: StudyPlan) -> str | None:
 
 
 def _scheduler(plan: StudyPlan) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
+
+    from study.scheduler import PerLossASHA
 
     section = plan.config.scheduler
     if section.kind is SchedulerKind.FIFO:
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", max_t=plan.base.epochs, grace_period=section.grace_period,
-                         reduction_factor=section.reduction_factor)
+    search = plan.config.search
+    return PerLossASHA(time_attr="epoch", metric=search.metric, mode=search.mode.value, max_t=plan.base.epochs,
+                       grace_period=section.grace_period, reduction_factor=section.reduction_factor,
+                       group=_rung_group)
+
+
+def _rung_group(trial: Any) -> str | None:
+    """A trial's loss; None for the reality check's final runs, which always train their full budget."""
+    from study.records import phase_of
+    from results.study_dir import Phase
+
+    return None if phase_of(trial.config) is Phase.FINAL else str(trial.config["loss"])
 
 
 def _searcher(plan: StudyPlan) -> Any:
-    from study.searcher import GridSearcher, OptunaSearcher
+    from study.searcher import GridSearcher, OptunaSearcher, RealityCheckSearcher
 
-    search = plan.config.search
+    search, protocol = plan.config.search, plan.config.protocol
+    if protocol.reality_check:
+        return RealityCheckSearcher(plan.space, metric=search.metric, mode=search.mode, max_epochs=plan.base.epochs,
+                                    trials_per_loss=protocol.trials_per_loss, final_runs=protocol.final_runs,
+                                    base_seed=plan.base.seed, algorithm=search.algorithm, seed=search.seed)
     if plan.grid is not None:
         return GridSearcher(plan.grid, metric=search.metric, mode=search.mode, repeats=search.num_samples,
                             base_seed=plan.base.seed)
@@ -115,7 +132,11 @@ def _study_params(config: StudyConfig) -> dict[str, Any]:
                    "scheduler.kind": config.scheduler.kind.value,
                    "scheduler.grace_period": config.scheduler.grace_period,
                    "scheduler.reduction_factor": config.scheduler.reduction_factor,
-                   "study_dir": config.study_dir})
+                   "protocol.kind": config.protocol.kind.value, "study_dir": config.study_dir})
+    if config.protocol.reality_check:
+        params.update({"protocol.folds": config.protocol.folds,
+                       "protocol.trials_per_loss": config.protocol.trials_per_loss,
+                       "protocol.final_runs": config.protocol.final_runs})
     return params
 
 
@@ -133,6 +154,7 @@ def _recorder(plan: StudyPlan, info: StudyInfo, tracking_uri: str | None) -> Any
                             study_uid=info.uid, artifact_location=artifacts)
     stop_reason = config.scheduler.kind.value
     return StudyRecorder(study=config.name, results_dir=str(paths.results), base=config.train,
+                         cross_validate=config.protocol.reality_check,
                          param_columns=plan.param_columns, metrics=plan.metrics, metric=config.search.metric,
                          sign=config.search.mode.sign, stop_reason=stop_reason,
                          flush_interval_s=config.results.flush_interval_s, flush_rows=config.results.flush_rows,
@@ -189,7 +211,9 @@ def _trainable(plan: StudyPlan) -> Any:
     from study.trainable import dml_trainable
 
     resources = plan.config.resources
-    with_base = tune.with_parameters(dml_trainable, base=plan.base)
+    search = plan.config.search
+    with_base = tune.with_parameters(dml_trainable, base=plan.base, cross_validate=plan.config.protocol.reality_check,
+                                     metric=search.metric, mode=search.mode)
     return tune.with_resources(with_base, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
 
 
@@ -219,8 +243,14 @@ def _prepare_dir(plan: StudyPlan) -> tuple[bool, StudyInfo]:
                                                 "restore; remove it or choose another --name")
         return True, existing
     search = config.search
+    protocol = config.protocol
     info = new_study_info(config.study_dir, name=config.name, metric=search.metric, mode=search.mode,
-                          metrics=plan.metrics, log_scale=plan.log_scale)
+                          metrics=plan.metrics, log_scale=plan.log_scale,
+                          protocol={"kind": protocol.kind.value, **({"folds": protocol.folds,
+                                                                    "trials_per_loss": protocol.trials_per_loss,
+                                                                    "final_runs": protocol.final_runs,
+                                                                    "losses": list(plan.space.loss_names)}
+                                                                   if protocol.reality_check else {})})
     write_text(paths.config, yaml.safe_dump(_resolved_raw(config), sort_keys=False))
     write_study_info(info)  # last: its presence marks a study directory
     return False, info

@@ -24,10 +24,12 @@ from ray import cloudpickle  # the space holds plain frozen dataclasses; cloudpi
 from ray.tune.search import Searcher
 
 from dml_core.mode import Mode
+from results.study_dir import Phase
 from search_spaces.space import LOSS, StudySpace, suggest, suggest_loss
 from study.config import Algorithm
+from study.records import FINAL_RUN_KEY, PHASE_KEY
 
-__all__ = ["GridSearcher", "OptunaSearcher", "outcome"]
+__all__ = ["GridSearcher", "OptunaSearcher", "RealityCheckSearcher", "outcome"]
 
 # The Optuna user attribute holding the Tune trial id: it joins Optuna's trials table with the study's tables.
 TRIAL_ID_ATTR = "trial_id"
@@ -75,30 +77,26 @@ class _StatefulSearcher(Searcher):
             self.set_state(cloudpickle.load(f))
 
 
-class OptunaSearcher(_StatefulSearcher):
-    """Asks Optuna for each trial's configuration (define-by-run over the space); tells it how trials ended.
-
-    The loss is chosen by its own study (a categorical `loss`; the first trials take each loss once, so a
-    comparison sees every loss before TPE starts to concentrate on the promising ones), the rest by that loss's
-    study. Both are told each epoch's value and how the trial ended.
-    """
+class _PerLossOptuna(_StatefulSearcher):
+    """One Optuna study per loss: asks the loss's study for a configuration (define-by-run over the space), reports
+    every epoch's value to the open Optuna trials of a Tune trial and tells them how it ended. Subclasses choose
+    the loss of each trial (`_next_loss`) and may open more Optuna trials alongside (`_open_extra`)."""
 
     def __init__(self, space: StudySpace, *, metric: str, mode: Mode, max_epochs: int,
                  algorithm: Algorithm = Algorithm.OPTUNA, seed: int = 0) -> None:
         super().__init__(metric=metric, mode=mode.value)
         self._space = space
         self._max_epochs = max_epochs
-        direction = "maximize" if mode is Mode.MAX else "minimize"
-        self._chooser = optuna.create_study(direction=direction, sampler=_sampler(algorithm, seed))
-        for loss in space.loss_names if len(space.loss_names) > 1 else ():
-            self._chooser.enqueue_trial({LOSS: loss})
-        self._studies = {loss: optuna.create_study(direction=direction,
+        self._sign = mode.sign
+        self._direction = "maximize" if mode is Mode.MAX else "minimize"
+        self._studies = {loss: optuna.create_study(direction=self._direction,
                                                    sampler=_sampler(algorithm, _loss_seed(seed, loss)))
                          for loss in space.loss_names}
-        # Tune trial id -> (its loss, its open Optuna trials: the chooser's, the loss study's), until told.
-        self._trials: dict[str, tuple[str, optuna.Trial, optuna.Trial]] = {}
+        # Tune trial id -> (its loss, its open Optuna trials), until told.
+        self._trials: dict[str, tuple[str, list[optuna.Trial]]] = {}
         self._reported: dict[str, int] = {}  # Tune trial id -> last epoch reported to Optuna
         self._epochs: dict[str, int] = {}  # Tune trial id -> its epochs, where the space samples train.epochs
+        self._best: dict[str, float] = {}  # Tune trial id -> its best sign-normalised value so far
 
     @property
     def studies(self) -> dict[str, optuna.Study]:
@@ -109,13 +107,13 @@ class OptunaSearcher(_StatefulSearcher):
                               **spec: Any) -> bool:
         return True  # metric and mode came with the constructor; the space is ours, not Tune's param_space
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        chooser = self._chooser.ask()
-        loss = suggest_loss(self._space, chooser)
+    def _ask(self, trial_id: str, loss: str, extra: list[optuna.Trial]) -> dict[str, Any]:
+        """A configuration of `loss` from its study; `extra` Optuna trials are reported and told alongside."""
         trial = self._studies[loss].ask()
-        for opened in (chooser, trial):
-            opened.set_user_attr(TRIAL_ID_ATTR, trial_id)
-        self._trials[trial_id] = (loss, chooser, trial)
+        opened = [*extra, trial]
+        for optuna_trial in opened:
+            optuna_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+        self._trials[trial_id] = (loss, opened)
         config = suggest(self._space, loss, trial)
         if "train.epochs" in config:
             self._epochs[trial_id] = int(config["train.epochs"])
@@ -129,10 +127,10 @@ class OptunaSearcher(_StatefulSearcher):
             return
         if int(epoch) <= self._reported.get(trial_id, 0):
             return  # re-reported after a restore: Optuna already has this step
-        _, chooser, trial = self._trials[trial_id]
-        for opened in (chooser, trial):
-            opened.report(float(value), step=int(epoch))
+        for optuna_trial in self._trials[trial_id][1]:
+            optuna_trial.report(float(value), step=int(epoch))
         self._reported[trial_id] = int(epoch)
+        self._best[trial_id] = max(self._best.get(trial_id, -math.inf), self._sign * float(value))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id not in self._trials:
@@ -142,25 +140,134 @@ class OptunaSearcher(_StatefulSearcher):
         max_epochs = self._epochs.pop(trial_id, self._max_epochs)
         state, value = outcome(result, error=error, max_epochs=max_epochs, metric=self._metric)
         # Told trials leave the map, so a completion replayed after a restore is ignored above.
-        loss, chooser, trial = self._trials.pop(trial_id)
-        self._chooser.tell(chooser, value, state=state)
-        self._studies[loss].tell(trial, value, state=state)
+        loss, opened = self._trials.pop(trial_id)
+        for optuna_trial in opened:
+            optuna_trial.study.tell(optuna_trial, value, state=state)
         self._reported.pop(trial_id, None)
+        best = self._best.pop(trial_id, None)
+        self._ended(trial_id, loss, None if error else best)
+
+    def _ended(self, trial_id: str, loss: str, best: float | None) -> None:
+        """Trial `trial_id` of `loss` was told; `best` is its best sign-normalised value (None: errored or none)."""
 
     def get_state(self) -> dict[str, Any]:
         # One pickle holds the studies and the open trials, which refer to them.
-        return {"space": self._space, "chooser": self._chooser, "studies": self._studies,
-                "trials": dict(self._trials), "reported": dict(self._reported), "max_epochs": self._max_epochs,
-                "epochs": dict(self._epochs)}
+        return {"space": self._space, "studies": self._studies, "trials": dict(self._trials),
+                "reported": dict(self._reported), "max_epochs": self._max_epochs, "epochs": dict(self._epochs),
+                "best": dict(self._best)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._space = state["space"]
-        self._chooser = state["chooser"]
         self._studies = state["studies"]
         self._trials = dict(state["trials"])
         self._reported = dict(state["reported"])
         self._max_epochs = state["max_epochs"]
         self._epochs = dict(state["epochs"])
+        self._best = dict(state["best"])
+
+
+class OptunaSearcher(_PerLossOptuna):
+    """The search protocol: a study of its own chooses each trial's loss (a categorical `loss`; the first trials
+    take each loss once, so a comparison sees every loss before TPE starts to concentrate on the promising ones),
+    then that loss's study the rest. Both are told each epoch's value and how the trial ended.
+    """
+
+    def __init__(self, space: StudySpace, *, metric: str, mode: Mode, max_epochs: int,
+                 algorithm: Algorithm = Algorithm.OPTUNA, seed: int = 0) -> None:
+        super().__init__(space, metric=metric, mode=mode, max_epochs=max_epochs, algorithm=algorithm, seed=seed)
+        self._chooser = optuna.create_study(direction=self._direction, sampler=_sampler(algorithm, seed))
+        for loss in space.loss_names if len(space.loss_names) > 1 else ():
+            self._chooser.enqueue_trial({LOSS: loss})
+
+    @property
+    def chooser(self) -> optuna.Study:
+        """The study whose single parameter `loss` chooses each trial's loss."""
+        return self._chooser
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        chooser = self._chooser.ask()
+        return self._ask(trial_id, suggest_loss(self._space, chooser), [chooser])
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "chooser": self._chooser}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self._chooser = state["chooser"]
+
+
+class RealityCheckSearcher(_PerLossOptuna):
+    """The reality-check protocol: every loss gets exactly `trials_per_loss` trials of its own study, handed out
+    so that the losses progress evenly (the loss with the fewest trials so far goes next); when a loss's last
+    search trial has ended, its best configuration (by its best epoch's value) is handed out `final_runs` more
+    times with new seeds as final runs, ahead of any search trial. Optuna never hears of the final runs.
+    """
+
+    def __init__(self, space: StudySpace, *, metric: str, mode: Mode, max_epochs: int, trials_per_loss: int,
+                 final_runs: int, base_seed: int = 0, algorithm: Algorithm = Algorithm.OPTUNA,
+                 seed: int = 0) -> None:
+        super().__init__(space, metric=metric, mode=mode, max_epochs=max_epochs, algorithm=algorithm, seed=seed)
+        if trials_per_loss < 1 or final_runs < 1:
+            raise ValueError(f"the reality check needs trials and final runs, got {trials_per_loss=}, {final_runs=}")
+        self._trials_per_loss = trials_per_loss
+        self._final_runs = final_runs
+        self._base_seed = base_seed  # the study's seed: a final run's seed is new relative to its search trial's
+        self._handed: dict[str, int] = {loss: 0 for loss in space.loss_names}  # search trials handed out
+        self._ended_count: dict[str, int] = {loss: 0 for loss in space.loss_names}  # search trials told
+        # Per loss, its best search configuration so far: (best sign-normalised value, configuration).
+        self._leader: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._finals: list[dict[str, Any]] = []  # final-run configurations not handed out yet, in order
+        self._configs: dict[str, dict[str, Any]] = {}  # Tune trial id -> its search configuration, until told
+
+    def phase_of(self, loss: str) -> Phase:
+        """SEARCH while trials of `loss` search, FINAL once its final runs are queued or handed out."""
+        return Phase.FINAL if self._ended_count[loss] >= self._trials_per_loss else Phase.SEARCH
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._finals:
+            return self._finals.pop(0)
+        waiting = [loss for loss in self._space.loss_names if self._handed[loss] < self._trials_per_loss]
+        if not waiting:
+            # Every search trial is out: the rest are final runs, queued as each loss's search ends.
+            searching = any(self._ended_count[loss] < self._trials_per_loss for loss in self._space.loss_names)
+            return None if searching else Searcher.FINISHED
+        loss = min(waiting, key=lambda name: self._handed[name])  # ties: the space's order
+        self._handed[loss] += 1
+        config = self._ask(trial_id, loss, [])
+        self._configs[trial_id] = config
+        return {PHASE_KEY: Phase.SEARCH.value, **config}
+
+    def _ended(self, trial_id: str, loss: str, best: float | None) -> None:
+        config = self._configs.pop(trial_id)
+        if best is not None and (loss not in self._leader or best > self._leader[loss][0]):
+            self._leader[loss] = (best, config)
+        self._ended_count[loss] += 1
+        if self._ended_count[loss] == self._trials_per_loss:
+            self._queue_finals(loss)
+
+    def _queue_finals(self, loss: str) -> None:
+        """The final runs of `loss`: its best configuration with new seeds (none if every trial errored)."""
+        if loss not in self._leader:
+            return
+        _, config = self._leader[loss]
+        seed = int(config.get("train.seed", self._base_seed))
+        for run in range(self._final_runs):
+            self._finals.append({PHASE_KEY: Phase.FINAL.value, FINAL_RUN_KEY: run, **config,
+                                 "train.seed": seed + 1 + run})
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "handed": dict(self._handed), "ended": dict(self._ended_count),
+                "leader": dict(self._leader), "finals": list(self._finals), "configs": dict(self._configs),
+                "trials_per_loss": self._trials_per_loss, "final_runs": self._final_runs,
+                "base_seed": self._base_seed}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self._handed, self._ended_count = dict(state["handed"]), dict(state["ended"])
+        self._leader, self._finals = dict(state["leader"]), list(state["finals"])
+        self._configs = dict(state["configs"])
+        self._trials_per_loss, self._final_runs = state["trials_per_loss"], state["final_runs"]
+        self._base_seed = state["base_seed"]
 
 
 class GridSearcher(_StatefulSearcher):

@@ -640,3 +640,47 @@ def test_results_imports_neither_ray_nor_torch(studies: SimpleNamespace) -> None
     out = subprocess.run([sys.executable, "-c", code, str(studies.alpha)], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.split() == ["False", "False"]
+
+
+# --- the reality check's table -----------------------------------------------------------------------------------
+
+
+def _final_table(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for loss, centre, runs in (("triplet", 0.30, 10), ("proxy_anchor", 0.36, 10), ("contrastive", 0.25, 3)):
+        for run in range(runs):
+            row = {"study": "rc", "trial_id": f"{loss}{run}", "loss": loss, "final_run": run}
+            for evaluation, shift in (("concatenated", 0.03), ("separated", 0.0)):
+                for metric, scale in (("precision@1", 2.0), ("r_precision", 1.2), ("map@r", 1.0)):
+                    row[f"{evaluation}.{metric}"] = scale * (centre + shift) + rng.normal(0, 0.01)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_reality_check_table_means_and_intervals_equal_scipys() -> None:
+    final = _final_table(np.random.default_rng(4))
+    table = results.reality_check_table(final)
+    assert list(table["loss"]) == ["proxy_anchor", "triplet", "contrastive"]  # by concatenated MAP@R
+    assert list(table["n"]) == [10, 10, 3]
+    for row in table.to_dict("records"):
+        runs = final[final["loss"] == row["loss"]]
+        for evaluation in ("concatenated", "separated"):
+            for metric in results.REALITY_CHECK_METRICS:
+                values = runs[f"{evaluation}.{metric}"].to_numpy()
+                low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+                assert row[f"{evaluation}.{metric}"] == pytest.approx(values.mean(), rel=1e-12)
+                assert row[f"{evaluation}.{metric}_ci"] == pytest.approx((high - low) / 2, rel=1e-9)
+    # Sorted by the first metric when MAP@R is not asked for; a table without final runs is refused by name.
+    by_p1 = results.reality_check_table(final, metrics=["precision@1"])
+    assert list(by_p1.columns) == ["loss", "n", "concatenated.precision@1", "concatenated.precision@1_ci",
+                                   "separated.precision@1", "separated.precision@1_ci"]
+    with pytest.raises(ValueError, match="concatenated.map@r"):
+        results.reality_check_table(final.drop(columns=["concatenated.map@r"]))
+
+
+def test_reality_check_plot_is_a_png(tmp_path: Path) -> None:
+    table = results.reality_check_table(_final_table(np.random.default_rng(5)))
+    path = results.plot_reality_check(table, tmp_path / "rc.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="concatenated.nmi"):
+        results.plot_reality_check(table, tmp_path / "x.png", metric="nmi")

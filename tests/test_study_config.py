@@ -11,7 +11,8 @@ import yaml
 
 from dml_core.errors import ConfigError
 from dml_core.mode import Mode
-from study.config import Algorithm, SchedulerKind, SchedulerSection, load_config, parse_config
+from study.config import (Algorithm, ProtocolKind, ProtocolSection, SchedulerKind, SchedulerSection, load_config,
+                          parse_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,20 @@ def test_sections_map_onto_train_config():
     assert config.search.algorithm is Algorithm.RANDOM and config.search.mode is Mode.MAX
     assert config.scheduler.kind is SchedulerKind.FIFO
     assert config.resources.gpus_per_trial == 0.5
+
+
+def test_the_reality_check_protocol_section():
+    config = parse_config({"name": "x", "protocol": {"kind": "reality_check", "folds": 3, "trials_per_loss": 5,
+                                                     "final_runs": 4}})
+    assert config.protocol == ProtocolSection(ProtocolKind.REALITY_CHECK, folds=3, trials_per_loss=5, final_runs=4)
+    assert config.protocol.reality_check and config.train.num_folds == 3 and config.train.fold is None
+    # The default is today's search, with the paper's numbers ready for the protocol.
+    plain = parse_config({"name": "x"})
+    assert plain.protocol == ProtocolSection() and not plain.protocol.reality_check
+    assert (ProtocolSection().folds, ProtocolSection().trials_per_loss, ProtocolSection().final_runs) == (4, 50, 10)
+    with pytest.raises(ConfigError) as info:
+        parse_config({"name": "x", "protocol": {"kind": "reality_check"}}, num_samples=3)
+    assert info.value.path == "--num-samples"
 
 
 def test_command_line_overrides():
@@ -87,6 +102,18 @@ def test_command_line_overrides():
     ({"ray": {"num_cpus": 0}}, "ray.num_cpus"),
     ({"failure": {"max_failures": "two"}}, "failure.max_failures"),
     ({"name": "bad/name"}, "name"),
+    ({"protocol": {"kind": "bake_off"}}, "protocol.kind"),
+    ({"protocol": {"folds": 3}}, "protocol.folds"),
+    ({"protocol": {"kind": "reality_check", "folds": 1}}, "protocol.folds"),
+    ({"protocol": {"kind": "reality_check", "trials_per_loss": 0}}, "protocol.trials_per_loss"),
+    ({"protocol": {"kind": "reality_check", "final_runs": 1}}, "protocol.final_runs"),
+    ({"protocol": {"kind": "reality_check", "rounds": 1}}, "protocol.rounds"),
+    ({"protocol": {"kind": "reality_check"}, "search": {"num_samples": 10}}, "search.num_samples"),
+    ({"protocol": {"kind": "reality_check"}, "search": {"algorithm": "grid"}}, "search.algorithm"),
+    ({"protocol": {"kind": "reality_check"}, "train": {"fold": 0}}, "train.fold"),
+    ({"protocol": {"kind": "reality_check", "folds": 4}, "train": {"num_folds": 3}}, "train.num_folds"),
+    ({"protocol": {"kind": "reality_check"}, "search": {"space": {"train": {"fold": {"grid": [0, 1]}}}}},
+     "search.space.train.fold"),
     ({"search": ["optuna"]}, "search"),
 ])
 def test_bad_values_name_their_key_path(doc, path):

@@ -25,6 +25,7 @@ from results.study_dir import (
     StudyInfo,
     StudyPaths,
     epochs_schema,
+    final_schema,
     new_study_info,
     read_study_info,
     trials_schema,
@@ -69,7 +70,7 @@ def test_study_paths_of_a_local_directory_and_of_a_uri(tmp_path: Path) -> None:
 
 def test_schemas_put_the_trial_its_configuration_and_repeat_keys_first() -> None:
     epochs = epochs_schema(PARAMS, METRICS)
-    assert epochs.names == ["study", "trial_id", "config_id", "loss", "miner", "triplet.margin",
+    assert epochs.names == ["study", "trial_id", "phase", "config_id", "loss", "miner", "triplet.margin",
                             "miner.triplet_margin.type_of_triplets", "model.embedding_dim", "train.seed",
                             "train.fold", "epoch", *METRICS, "train_loss", "train_time_s", "eval_time_s",
                             "epoch_time_s", "time_total_s", "timestamp", "node_id"]
@@ -77,14 +78,20 @@ def test_schemas_put_the_trial_its_configuration_and_repeat_keys_first() -> None
     assert epochs.field("model.embedding_dim").type == pa.int64()
     assert epochs.field("train.fold").type == pa.int64() and epochs.field("triplet.margin").type == pa.float64()
     trials = trials_schema(PARAMS, METRICS)
-    assert trials.names[:10] == epochs.names[:10]
-    tail = trials.names[10:]
+    assert trials.names[:11] == epochs.names[:11]
+    tail = trials.names[11:]
     assert tail[:5] == ["status", "error", "stop_reason", "epochs", "best_epoch"]
     reported = (*METRICS, "train_loss")
     assert tail[5:] == [f"best_{m}" for m in reported] + [f"last_{m}" for m in reported] + ["wall_time_s"]
     # Seed and fold are in every table, sampled or not.
     assert {"train.seed", "train.fold"} <= set(epochs_schema({}, METRICS).names)
     assert [s.value for s in Status] == ["completed", "stopped", "error", "running"]
+    # The reality check's final runs: the same head, the run's number and its test scores both ways.
+    final = final_schema(PARAMS, METRICS)
+    assert final.names[:11] == epochs.names[:11]
+    assert final.names[11:13] == ["final_run", "best_epochs"]
+    assert final.names[13:] == ([f"concatenated.{m}" for m in METRICS] + [f"separated.{m}" for m in METRICS]
+                                + ["wall_time_s"])
 
 
 # --- PartTable ---------------------------------------------------------------------------------------------------

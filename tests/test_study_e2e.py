@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -167,7 +168,11 @@ def test_interrupted_study_resumes_without_loss_or_doubles(ray_cluster, tmp_path
                               str(tmp_path / "marker")], capture_output=True, text=True, env=env, timeout=240)
     assert crashed.returncode != 0 and "simulated driver crash" in crashed.stderr, crashed.stderr[-2000:]
     study_dir = str(tmp_path / "resume")
-    epochs_before, trials_before = tables(study_dir)
+    # Rows reach the tables once a snapshot knows their trial: a crash may come before any did.
+    if Path(study_dir, "results", "trials.parquet").exists():
+        epochs_before, trials_before = tables(study_dir)
+    else:
+        epochs_before, trials_before = pd.DataFrame(columns=["trial_id", "epoch", "recall@1"]), pd.DataFrame()
     assert len(trials_before) < 5
 
     capsys.readouterr()
@@ -315,3 +320,91 @@ def test_study_on_uri_storage_resumes_as_a_no_op_when_finished(ray_cluster, tmp_
     assert (tmp_path / "report" / "report.md").is_file()
     again = rerun_trial(run.study_dir, trials["trial_id"].iloc[0])
     assert len(again.rerun) == 3 and again.max_abs_diff() < 1e-6
+
+
+# -- the reality check ----------------------------------------------------------------------------------------
+
+REALITY_CHECK = {
+    **TINY,
+    "train": {**TINY["train"], "epochs": 2, "batches_per_epoch": 2},
+    "search": {"algorithm": "optuna", "seed": 0, "metric": "map@r", "losses": ["contrastive", "normalized_softmax"]},
+    "protocol": {"kind": "reality_check", "folds": 2, "trials_per_loss": 3, "final_runs": 2},
+}
+
+
+def _check_reality_check(study_dir: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The protocol's invariants: every loss exactly its search budget and final runs, each row once."""
+    epochs, trials = tables(study_dir)
+    folds = pd.read_parquet(Path(study_dir, "results", "folds.parquet"))
+    final = pd.read_parquet(Path(study_dir, "results", "final.parquet"))
+    assert trials["trial_id"].is_unique
+    counted = trials[trials["stop_reason"] != "lost"]
+    searched = counted[counted["phase"] == "search"].groupby("loss").size()
+    assert searched.to_dict() == {"contrastive": 3, "normalized_softmax": 3}
+    assert sorted(zip(final["loss"], final["final_run"])) == [("contrastive", 0), ("contrastive", 1),
+                                                              ("normalized_softmax", 0), ("normalized_softmax", 1)]
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert not folds.duplicated(["trial_id", "epoch", "train.fold"]).any()
+    # Each epoch row has its two fold rows, and is their mean.
+    assert len(folds) == 2 * len(epochs) and set(folds["train.fold"]) == {0, 1}
+    mean = folds.groupby(["trial_id", "epoch"])["map@r"].mean()
+    assert np.allclose(mean.loc[list(zip(epochs["trial_id"], epochs["epoch"]))].to_numpy(), epochs["map@r"])
+    # A loss's final runs rerun its best search configuration (by the best epoch's fold mean) with new seeds.
+    search = counted[counted["phase"] == "search"]
+    for loss, runs in final.groupby("loss"):
+        best = search[search["loss"] == loss].sort_values("best_map@r", ascending=False).iloc[0]
+        assert set(runs["config_id"]) == {best["config_id"]}
+        assert best["train.seed"] not in set(runs["train.seed"]) and runs["train.seed"].is_unique
+    return trials, final, folds
+
+
+def test_reality_check_gives_each_loss_its_budget_then_final_runs(ray_cluster, tmp_path, capsys):
+    doc = {**REALITY_CHECK, "name": "rc", "storage": str(tmp_path)}
+    run = run_study(parse_config(doc), progress=False)
+    trials, final, folds = _check_reality_check(run.study_dir)
+    # Final runs train their full budget (ASHA never stops them) and never reach Optuna.
+    assert (trials[trials["phase"] == "final"]["status"] == "completed").all()
+    studies = searcher_state(run.study_dir)["studies"]
+    assert {loss: len(study.get_trials()) for loss, study in studies.items()} == \
+        {"contrastive": 3, "normalized_softmax": 3}
+    assert final[[c for c in final.columns if c.startswith(("concatenated.", "separated."))]].notna().all().all()
+    # The test classes are scored only by final runs; search trials see validation folds only.
+    assert set(folds["phase"]) == {"search", "final"}
+
+    capsys.readouterr()
+    assert cli_main(["show", run.study_dir]) == 0
+    shown = capsys.readouterr().out
+    assert "reality check: 2 folds, 3 search trials and 2 final runs per loss" in shown
+    assert "contrastive         done" in shown and "normalized_softmax  done" in shown
+    out = tmp_path / "report"
+    assert cli_main(["report", run.study_dir, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "## Reality check: the test classes" in text and (out / "reality_check.png").is_file()
+    import results
+
+    table = results.reality_check_table(run.study_dir)
+    assert list(table["n"]) == [2, 2]
+    for row in table.to_dict("records"):
+        assert f"{row['concatenated.map@r']:.4f}" in text
+
+
+def test_reality_check_resumes_after_a_kill_in_the_final_phase(ray_cluster, tmp_path, capsys):
+    """kill -9 of the driver while a final run trains; `resume` finishes with no run lost or counted twice."""
+    doc = {**REALITY_CHECK, "name": "killed", "storage": str(tmp_path)}
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": f"{here.parent}{os.pathsep}{here}"}
+    killed = subprocess.Popen([sys.executable, str(here / "kill_study.py"), json.dumps(doc), str(tmp_path / "marker")],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        _, stderr = killed.communicate(timeout=240)
+    finally:
+        try:  # the killed driver's own Ray processes: nothing shut them down
+            os.killpg(killed.pid, 9)
+        except ProcessLookupError:
+            pass
+    assert killed.returncode == -9, stderr[-2000:]
+    study_dir = str(tmp_path / "killed")
+    capsys.readouterr()
+    assert cli_main(["resume", study_dir, "--quiet"]) == 0
+    _check_reality_check(study_dir)

@@ -8,6 +8,7 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 import pyarrow as pa
@@ -128,6 +129,7 @@ def test_recorder_buffers_and_flushes_on_interval(tmp_path):
     rec.setup()
     trial = FakeTrial("t1", TRIPLET)
     rec.on_trial_start(0, [], trial)
+    rec.get_state()  # an experiment snapshot lists the trial
     rec.on_trial_result(0, [], trial, result(1, 0.2))
     assert not (tmp_path / "results" / "epochs.parquet").exists()  # buffered
     clock.now = 11.0
@@ -135,11 +137,31 @@ def test_recorder_buffers_and_flushes_on_interval(tmp_path):
     assert len(epochs_frame(tmp_path)) == 1
 
 
+def test_rows_of_a_trial_wait_for_a_snapshot_that_knows_it(tmp_path):
+    """A trial begun after Tune's last snapshot would be forgotten by a restore: its rows are held until a snapshot
+    lists it, so the tables never hold a trial that a restored study runs again under a new id."""
+    rec = recorder(tmp_path, rows=1)
+    rec.setup()
+    known, new = FakeTrial("k", TRIPLET), FakeTrial("n", SOFTMAX)
+    rec.on_trial_start(0, [], known)
+    rec.get_state()
+    rec.on_trial_start(0, [], new)
+    rec.on_trial_result(0, [], known, result(1, 0.2))
+    rec.on_trial_result(0, [], new, result(1, 0.3))
+    rec.flush()
+    assert list(epochs_frame(tmp_path)["trial_id"]) == ["k"]
+    state = rec.get_state()  # the next snapshot lists the new trial; its buffered row is in the state too
+    assert [r["trial_id"] for r in state["pending"]["epochs"]] == ["n"]
+    rec.flush()
+    assert sorted(epochs_frame(tmp_path)["trial_id"]) == ["k", "n"]
+
+
 def test_recorder_flushes_when_the_buffer_is_full(tmp_path):
     rec = recorder(tmp_path, rows=2)
     rec.setup()
     trial = FakeTrial("t1", TRIPLET)
     rec.on_trial_start(0, [], trial)
+    rec.get_state()
     for epoch in (1, 2):
         rec.on_trial_result(0, [], trial, result(epoch, 0.1 * epoch))
     assert len(epochs_frame(tmp_path)) == 2
@@ -158,6 +180,7 @@ def test_trial_rows_statuses_best_and_last(tmp_path):
     rec.on_trial_complete(0, [], done)
     rec.on_trial_complete(0, [], stopped)
     rec.on_trial_error(0, [], failed)
+    rec.get_state()  # Tune snapshots before the experiment ends
     rec.on_experiment_end([])
     trials = pd.read_parquet(tmp_path / "results" / "trials.parquet").set_index("trial_id")
     assert trials.loc["a", "status"] == Status.COMPLETED.value
@@ -214,7 +237,7 @@ def test_recorder_pickles_without_runtime_state(tmp_path):
     rec.setup()
     rec.on_trial_result(0, [], FakeTrial("t1", TRIPLET), result(1, 0.2))
     clone = pickle.loads(pickle.dumps(rec))
-    assert clone._epoch_buffer == [] and clone._epochs is None
+    assert clone._buffers["epochs"] == [] and clone._tables == {}
 
 
 # -- MLflow -------------------------------------------------------------------------------------------------
@@ -384,9 +407,10 @@ def test_searcher_seeds_are_reproducible_and_per_loss():
     assert runs[0] == runs[1]
 
 
-def test_trials_lost_in_a_driver_crash_are_closed(tmp_path):
-    """After a restore, trials that Tune no longer knows (begun after its last snapshot) get an error row; their
-    MLflow runs end as failed, or are deleted when they logged nothing."""
+def test_trials_begun_after_the_last_snapshot_leave_nothing_behind_a_crash(tmp_path):
+    """Trials that began after Tune's last snapshot are unknown to the restored run (it runs their places again as
+    new trials): their rows never reached the tables, and their MLflow runs, created at their start, are deleted
+    when empty and ended otherwise."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -394,13 +418,15 @@ def test_trials_lost_in_a_driver_crash_are_closed(tmp_path):
     first = recorder(tmp_path, mlflow=sink)
     first.setup()
     known, lost, empty = FakeTrial("k", TRIPLET), FakeTrial("lost", SOFTMAX), FakeTrial("empty", SOFTMAX)
-    for trial in (known, lost, empty):
-        first.on_trial_start(0, [], trial)
+    first.on_trial_start(0, [], known)
     first.on_trial_result(0, [], known, result(1, 0.2))
     state = first.get_state()  # the snapshot knows only trial k ...
+    for trial in (lost, empty):
+        first.on_trial_start(0, [], trial)
     first.on_trial_result(0, [], lost, result(1, 0.3))
     first.on_trial_result(0, [], lost, result(2, 0.4))
-    first.flush()  # ... trial "lost" reached the tables afterwards; "empty" never reported: then the crash
+    first.on_trial_complete(0, [], lost)
+    first.flush()  # ... "lost" even finished afterwards, and the flush held its rows: then the crash
 
     second = pickle.loads(pickle.dumps(first))
     second.set_state(state)
@@ -409,18 +435,130 @@ def test_trials_lost_in_a_driver_crash_are_closed(tmp_path):
         second.on_trial_result(0, [], known, result(epoch, 0.5))
     second.on_trial_complete(0, [], known)
     known.status = "TERMINATED"
+    second.get_state()
     second.on_experiment_end([known])
 
     trials = pd.read_parquet(tmp_path / "results" / "trials.parquet").set_index("trial_id")
-    assert trials.loc["k", "status"] == "completed"
-    assert trials.loc["lost", "status"] == "error" and trials.loc["lost", "stop_reason"] == "lost"
-    assert trials.loc["lost", "epochs"] == 2 and trials.loc["lost", "best_recall@1"] == 0.4
-    assert trials.loc["lost", "normalized_softmax.temperature"] == 0.05
-    assert "empty" not in trials.index
+    assert list(trials.index) == ["k"] and trials.loc["k", "status"] == "completed"
+    assert set(epochs_frame(tmp_path)["trial_id"]) == {"k"}
 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
     by_trial = {r.data.tags.get("dml_study.trial_id"): r for r in runs}
-    assert set(by_trial) == {None, "k", "lost"}  # the parent, and no run left for "empty"
-    assert by_trial["lost"].info.status == "FAILED" and by_trial["lost"].data.tags["stop_reason"] == "lost"
+    assert set(by_trial) == {None, "k"}  # the parent and k: the forgotten trials' runs are gone
     assert all(r.info.status != "RUNNING" for r in runs)
+    assert len(client.get_metric_history(by_trial["k"].info.run_id, "recall_at_1")) == 3
+
+
+# -- the reality check: searcher and recorder ---------------------------------------------------------------
+
+
+def _reality_check(trials_per_loss: int = 3, final_runs: int = 2) -> Any:
+    from study.searcher import RealityCheckSearcher
+
+    space = full_comparison_space(["triplet", "contrastive", "normalized_softmax"], ["none"])
+    return RealityCheckSearcher(space, metric="recall@1", mode=Mode.MAX, max_epochs=2, trials_per_loss=trials_per_loss,
+                                final_runs=final_runs, base_seed=5, seed=0)
+
+
+def test_reality_check_gives_every_loss_exactly_its_budget_evenly():
+    searcher = _reality_check(trials_per_loss=3)
+    handed = [searcher.suggest(f"s{i}") for i in range(9)]
+    assert all(c["phase"] == "search" for c in handed)
+    losses = [c["loss"] for c in handed]
+    # Evenly while the cluster is busy: every loss once before any loss twice.
+    assert [sorted(losses[i:i + 3]) for i in (0, 3, 6)] == [["contrastive", "normalized_softmax", "triplet"]] * 3
+    # Every search trial is out and none has ended: nothing to hand out yet, but not finished either.
+    assert searcher.suggest("wait") is None
+    for i in range(9):
+        searcher.on_trial_complete(f"s{i}", {"epoch": 2, "recall@1": 0.1})
+    assert sum(len(s.get_trials()) for s in searcher.studies.values()) == 9
+    assert all(len(s.get_trials()) == 3 for s in searcher.studies.values())
+
+
+def test_a_loss_whose_search_ended_gets_its_best_configuration_rerun_with_new_seeds():
+    searcher = _reality_check(trials_per_loss=2, final_runs=3)
+    configs = {f"s{i}": searcher.suggest(f"s{i}") for i in range(6)}
+    triplet = [tid for tid, c in configs.items() if c["loss"] == "triplet"]
+    # The better triplet trial peaked at epoch 1 (its best epoch counts, not its last).
+    searcher.on_trial_result(triplet[0], {"epoch": 1, "recall@1": 0.9})
+    searcher.on_trial_complete(triplet[0], {"epoch": 2, "recall@1": 0.2})
+    assert searcher.phase_of("triplet").value == "search"
+    searcher.on_trial_complete(triplet[1], {"epoch": 2, "recall@1": 0.5})
+    assert searcher.phase_of("triplet").value == "final"
+    finals = [searcher.suggest(f"f{i}") for i in range(3)]  # ahead of the other losses' remaining work
+    best = {k: v for k, v in configs[triplet[0]].items() if k != "phase"}
+    for run, final in enumerate(finals):
+        assert final["phase"] == "final" and final["final_run"] == run
+        assert {k: v for k, v in final.items() if k not in ("phase", "final_run", "train.seed")} == \
+            {k: v for k, v in best.items() if k != "train.seed"}
+    assert [f["train.seed"] for f in finals] == [6, 7, 8]  # new seeds after the study's seed 5
+    assert searcher.suggest("x") is None  # the others still search
+    for tid, config in configs.items():
+        if config["loss"] != "triplet":
+            searcher.on_trial_complete(tid, {"epoch": 2, "recall@1": 0.3})
+    rest = [searcher.suggest(f"g{i}") for i in range(6)]
+    assert sorted(c["loss"] for c in rest) == ["contrastive"] * 3 + ["normalized_softmax"] * 3
+    for i in range(3):  # final runs are never reported to Optuna
+        searcher.on_trial_complete(f"f{i}", {"epoch": 2, "recall@1": 0.8})
+    assert searcher.suggest("end") == OptunaSearcher.FINISHED
+    assert all(len(s.get_trials()) == 2 for s in searcher.studies.values())
+
+
+def test_a_loss_whose_every_trial_errored_gets_no_final_runs():
+    searcher = _reality_check(trials_per_loss=1, final_runs=2)
+    configs = {f"s{i}": searcher.suggest(f"s{i}") for i in range(3)}
+    for tid, config in configs.items():
+        errored = config["loss"] == "triplet"
+        searcher.on_trial_complete(tid, None if errored else {"epoch": 2, "recall@1": 0.3}, error=errored)
+    finals = [searcher.suggest(f"f{i}") for i in range(4)]
+    assert sorted(c["loss"] for c in finals) == ["contrastive"] * 2 + ["normalized_softmax"] * 2
+    assert searcher.suggest("end") == OptunaSearcher.FINISHED
+
+
+def test_reality_check_searcher_state_round_trip(tmp_path):
+    searcher = _reality_check(trials_per_loss=1, final_runs=2)
+    configs = {f"s{i}": searcher.suggest(f"s{i}") for i in range(3)}
+    searcher.on_trial_complete("s0", {"epoch": 2, "recall@1": 0.4})
+    path = str(tmp_path / "s.pkl")
+    searcher.save(path)
+    other = _reality_check(trials_per_loss=1, final_runs=2)
+    other.restore(path)
+    loss = configs["s0"]["loss"]
+    queued = [other.suggest("f0"), other.suggest("f1")]
+    assert [c["loss"] for c in queued] == [loss, loss] and other.suggest("x") is None
+    for tid in ("s1", "s2"):
+        other.on_trial_complete(tid, {"epoch": 2, "recall@1": 0.1})
+    assert len([other.suggest(f"g{i}") for i in range(4)]) == 4
+
+
+def test_recorder_writes_fold_rows_and_one_final_row_per_loss_and_run(tmp_path):
+    rec = StudyRecorder(study="s", results_dir=str(tmp_path / "results"), base=TrainConfig(epochs=2, num_folds=2),
+                        param_columns=COLUMNS, metrics=METRICS, metric="recall@1", sign=1.0, stop_reason="asha",
+                        cross_validate=True, flush_interval_s=1000.0, clock=Clock())
+    rec.setup()
+    search = FakeTrial("a", {"phase": "search", **SOFTMAX})
+    final = FakeTrial("b", {"phase": "final", "final_run": 0, **SOFTMAX, "train.seed": 3})
+    redo = FakeTrial("c", {"phase": "final", "final_run": 0, **SOFTMAX, "train.seed": 3})  # the same run again
+    test = {"separated": {m: 0.1 for m in METRICS}, "concatenated": {m: 0.2 for m in METRICS}}
+    for trial in (search, final, redo):
+        rec.on_trial_start(0, [], trial)
+        rec.get_state()
+        for epoch in (1, 2):
+            report = {**result(epoch, 0.3), "folds": [result(epoch, 0.2), result(epoch, 0.4)]}
+            if trial is not search and epoch == 2:
+                report |= {"test": test, "best_epochs": [2, 1]}
+            rec.on_trial_result(0, [], trial, report)
+        rec.on_trial_complete(0, [], trial)
+    rec.on_experiment_end([])
+    folds = pd.read_parquet(tmp_path / "results" / "folds.parquet")
+    assert len(folds) == 3 * 2 * 2 and sorted(set(folds["train.fold"])) == [0, 1]
+    assert np.allclose(folds.groupby(["trial_id", "epoch"])["recall@1"].mean(), 0.3)  # the epoch row: their mean
+    final_rows = pd.read_parquet(tmp_path / "results" / "final.parquet")
+    assert len(final_rows) == 1  # (loss, final run) once, whichever trial ran it
+    row = final_rows.iloc[0]
+    assert row["trial_id"] == "b" and row["final_run"] == 0 and row["best_epochs"] == "2,1"
+    assert row["concatenated.map@r"] == 0.2 and row["separated.recall@1"] == 0.1 and row["phase"] == "final"
+    trials = pd.read_parquet(tmp_path / "results" / "trials.parquet").set_index("trial_id")
+    assert list(trials["phase"]) == ["search", "final", "final"]
+    assert trials["config_id"].nunique() == 1  # a final run is the same configuration
