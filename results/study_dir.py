@@ -13,6 +13,7 @@ as the study's `storage` was.
       results/folds.parquet/     reality check: one row per trial x epoch x fold model (its validation metrics)
       results/final.parquet/     reality check: one row per loss x final run (its test metrics, both ways)
       mlflow.db                  the default MLflow tracking store (sqlite)
+      mlflow_mirror.json         the last part of each table that MLflow has received (study.mlflow_mirror)
       tune/                      Ray Tune's experiment directory (Tuner.restore reads it)
 
 Why part files and not one file: a study may report millions of epoch rows; rewriting one file per flush would
@@ -43,7 +44,7 @@ from dml_core.mode import Mode
 __all__ = [
     "CONFIG_FILE", "EPOCH_TIMING", "EVALUATIONS", "FORMAT_VERSION", "MLFLOW_DB", "REPEAT_COLUMNS", "STUDY_FILE",
     "TUNE_DIR", "PartTable", "Phase", "Status", "StudyInfo", "StudyPaths", "epochs_schema", "final_schema",
-    "new_study_info", "read_study_info", "trials_schema", "write_study_info",
+    "new_study_info", "part_seq", "read_study_info", "trials_schema", "write_study_info",
 ]
 
 # Bumped whenever a table's columns or study.json change meaning, so a study is never continued into tables of
@@ -79,6 +80,11 @@ class StudyPaths:
     @property
     def tune(self) -> Location:
         return join(self.root, TUNE_DIR)
+
+    @property
+    def mlflow_progress(self) -> Location:
+        """What the MLflow mirror has sent (study.mlflow_mirror): the last part of each table."""
+        return join(self.root, "mlflow_mirror.json")
 
     @property
     def results(self) -> Location:
@@ -247,8 +253,14 @@ def final_schema(param_columns: Mapping[str, str], metrics: Sequence[str]) -> pa
     return pa.schema(_head(param_columns) + tail)
 
 
+def part_seq(path: str) -> int:
+    """The write-order number of a part file: `part-000012-ab12cd34.parquet` -> 12."""
+    return int(path.rstrip("/").rsplit("/", 1)[-1].split("-")[1])
+
+
 class PartTable:
-    """A Parquet dataset written as immutable part files (`part-<seq>-<uuid>.parquet`), each atomically.
+    """A Parquet dataset written as immutable part files (`part-<seq>-<uuid>.parquet`), each atomically; `seq`
+    numbers the parts in write order.
 
     Not thread-safe: one writer (the study driver) owns it.
     """
@@ -257,7 +269,9 @@ class PartTable:
         self.location = location
         self.filesystem, self.path = resolve_filesystem(location)
         self.schema = schema
-        self._seq = len(self.part_files())  # parts are numbered in write order; a restored study continues
+        parts = self.part_files()
+        # A restored study continues after the last part.
+        self.next_seq = part_seq(parts[-1]) + 1 if parts else 0
 
     def part_files(self) -> list[str]:
         """The paths (within `filesystem`) of the parts written so far, in write order."""
@@ -270,15 +284,30 @@ class PartTable:
                       and f.base_name.endswith(".parquet"))
 
     def append(self, rows: Sequence[dict[str, Any]]) -> Location | None:
-        """Write `rows` as one new part; returns its location (None for no rows)."""
+        """Write `rows` as one new part (number `next_seq` before the call); returns its location (None for no
+        rows)."""
         if not rows:
             return None
         table = pa.Table.from_pylist(list(rows), schema=self.schema)
-        name = f"part-{self._seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
-        self._seq += 1
+        name = f"part-{self.next_seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        self.next_seq += 1
         location = join(self.location, name)
         write_atomic(location, lambda file: pq.write_table(table, file))
         return location
+
+    def check(self) -> None:
+        """ValueError naming the first part whose footer cannot be read (a file damaged outside the study: the
+        study's own writes are atomic)."""
+        for path in self.part_files():
+            try:
+                pq.read_metadata(path, filesystem=self.filesystem)
+            except (OSError, pa.ArrowInvalid) as error:
+                raise ValueError(f"{path} is not a readable Parquet part ({str(error).splitlines()[0]})") from None
+
+    def read_part(self, path: str) -> list[dict[str, Any]]:
+        """The rows of one part file (a path from `part_files`)."""
+        rows: list[dict[str, Any]] = pq.read_table(path, filesystem=self.filesystem, schema=self.schema).to_pylist()
+        return rows
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """Everything written so far (for rebuilding state on restore), optionally only some columns."""

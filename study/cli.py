@@ -17,6 +17,7 @@ from dml_core.errors import ConfigError
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 
 def _short(value: Any) -> str:
@@ -70,7 +71,8 @@ def _show_phases(protocol: Any, trials: Any, final: Any) -> None:
         print(f"  {loss:<19} {phase}")
 
 
-def _finish_message(run: Any) -> None:
+def _finish_message(run: Any) -> int:
+    """The study's summary; the exit code: 0, or EXIT_INTERRUPTED when trials are left to run."""
     from results.study_dir import StudyPaths
 
     paths = StudyPaths(run.study_dir)
@@ -85,6 +87,11 @@ def _finish_message(run: Any) -> None:
         print(f"MLflow:  mlflow ui --backend-store-uri {run.tracking_uri}")
     print(f"report:  dml-study report {run.study_dir}")
     print(f"wall time {run.wall_time_s:.0f} s")
+    if run.complete:
+        return 0
+    print(f"dml-study: interrupted with {run.finished_trials} of {run.num_trials} trials finished; continue with "
+          f"`dml-study resume {run.study_dir}`", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -94,16 +101,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, storage=args.storage, name=args.name, address=args.address,
                          num_samples=args.num_samples)
     run = run_study(config, progress=not args.quiet, verbose=args.verbose)
-    _finish_message(run)
-    return 0
+    return _finish_message(run)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from study.runner import resume_study
 
     run = resume_study(args.study_dir, progress=not args.quiet, verbose=args.verbose)
-    _finish_message(run)
-    return 0
+    return _finish_message(run)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -195,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     except KeyboardInterrupt:
         print("dml-study: interrupted; continue with `dml-study resume STUDY_DIR`", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -111,6 +111,8 @@ class TrackingSection:
     uri: str | None = None  # None: sqlite:///STUDY_DIR/mlflow.db; an http(s) URI for an MLflow server
     experiment: str | None = None  # MLflow experiment name; None: the study name
     enabled: bool = True
+    # How long the end of a run waits for MLflow to receive everything; what is left is sent by the next resume.
+    drain_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,7 @@ def _tracking(raw: Any) -> TrackingSection:
         "uri": lambda v, p: _str(v, p, optional=True),
         "experiment": lambda v, p: _str(v, p, optional=True),
         "enabled": _bool,
+        "drain_timeout_s": lambda v, p: _float(v, p, minimum=0.0),
     })
 
 

@@ -14,8 +14,8 @@ the driver at any moment:
   from the Parquet parts (two small columns), so epochs that reached disk after the snapshot are not doubled; a
   trial whose trials row is on disk takes no more epoch rows (a restored study may run it on, from the snapshot's
   view of it: that work is not recorded);
-- MLflow receives exactly the rows that Parquet receives, at the same flushes; runs of trials that a restore
-  forgot are ended (or, empty, deleted);
+- MLflow receives exactly the rows that Parquet receives: each part written is handed to the mirror
+  (study.mlflow_mirror), which sends it from a thread of its own and catches up after an outage or a restart;
 - the per-trial summary (best and last metrics) is updated idempotently and saved in the callback state.
 """
 
@@ -29,19 +29,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow.compute as pc
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 
 from dml_core.config import TrainConfig
-from results.study_dir import (EPOCH_TIMING, EVALUATIONS, REPEAT_COLUMNS, PartTable, Phase, Status, epochs_schema,
-                               final_schema, trials_schema)
+from results.study_dir import (EVALUATIONS, PartTable, Phase, Status, epochs_schema, final_schema,
+                               trials_schema)
 from search_spaces.space import to_train_config
-from study.mlflow_sink import MlflowSink
+from study.mlflow_mirror import MlflowMirror
 from study.records import FINAL_RUN_KEY, TrialSummary, epoch_row, phase_of, sampled_values, trial_head
 
-__all__ = ["LOST_MESSAGE", "StudyRecorder", "error_message"]
-
-LOST_MESSAGE = ("lost: the driver stopped after this trial began and before Tune saved the study's state; "
-                "the resumed study ran its place again as a new trial")
+__all__ = ["ClosedTrialStopper", "StudyRecorder", "error_message"]
 
 log = logging.getLogger(__name__)
 _EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)[\w.]*)(: .*)?$")
@@ -81,8 +78,7 @@ class StudyRecorder(Callback):
 
     def __init__(self, *, study: str, results_dir: str, base: TrainConfig, param_columns: Mapping[str, str],
                  metrics: Sequence[str], metric: str, sign: float, stop_reason: str, cross_validate: bool = False,
-                 flush_interval_s: float = 10.0, flush_rows: int = 5000, mlflow: MlflowSink | None = None,
-                 mlflow_study_params: Mapping[str, Any] | None = None, mlflow_artifacts: Sequence[str] = (),
+                 flush_interval_s: float = 10.0, flush_rows: int = 5000, mlflow: MlflowMirror | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.study = study
         self.results_dir = results_dir
@@ -96,8 +92,6 @@ class StudyRecorder(Callback):
         self.flush_interval_s = flush_interval_s
         self.flush_rows = flush_rows
         self.mlflow = mlflow
-        self.mlflow_study_params = dict(mlflow_study_params or {})
-        self.mlflow_artifacts = list(mlflow_artifacts)
         self.clock = clock
         self._reset_runtime()
 
@@ -140,9 +134,7 @@ class StudyRecorder(Callback):
                         for name, schema in schemas.items()}
         self._load_written()
         if self.mlflow is not None:
-            self.mlflow.start_study(name=self.study, params=self.mlflow_study_params,
-                                    artifacts=self.mlflow_artifacts, restored=self._restored)
-            self.mlflow.flush()
+            self.mlflow.start(self._tables)  # in the background: it first sends what it has not yet
         self._ready = True
         replay, self._replay = self._replay, {}
         folds: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -181,23 +173,13 @@ class StudyRecorder(Callback):
             self._unsnapshotted.add(trial.trial_id)
         return summary
 
-    def _start_mlflow_run(self, trial_id: str, head: Mapping[str, Any], *, writing: bool = False) -> None:
-        """Create (or after a restore, find) the trial's run. A trial whose record is closed gets none when it
-        starts again (a restore running on a trial that ended after the snapshot), unless rows of it are being
-        written now (`writing`: its run must exist to mirror them)."""
-        if self.mlflow is None or (trial_id in self._written_trials and not writing):
-            return
-        params = {k: head[k] for k in self._head_keys(head)}
-        self.mlflow.start_trial(trial_id, name=f"{trial_id}-{head['loss']}", params=params, restored=self._restored)
-
-    def _head_keys(self, row: Mapping[str, Any]) -> list[str]:
-        """The trial-identifying columns of a row: its phase, configuration, seed and fold (MLflow params)."""
-        return [k for k in row if k in ("phase", "config_id", "loss", "miner", *REPEAT_COLUMNS)
-                or k in self.param_columns]
+    def closed(self, trial_id: str) -> bool:
+        """Whether the trial's trials row is written or buffered: its record is final."""
+        return trial_id in self._written_trials
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._open()
-        self._start_mlflow_run(trial.trial_id, self._summary(trial).head)
+        self._summary(trial)
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
@@ -284,10 +266,7 @@ class StudyRecorder(Callback):
         unfinished = any(t.status not in ("TERMINATED", "ERROR") for t in trials)
         self.flush()
         if self.mlflow is not None:
-            if self._restored and not unfinished:
-                self.mlflow.close_lost_runs({t.trial_id for t in trials} | self._written_trials,
-                                            message=LOST_MESSAGE)
-            self.mlflow.end_study("KILLED" if unfinished else "FINISHED")
+            self.mlflow.close("KILLED" if unfinished else "FINISHED")
 
     # -- writing ---------------------------------------------------------------------------------------------
 
@@ -298,35 +277,18 @@ class StudyRecorder(Callback):
 
     def flush(self) -> None:
         """Write the buffered rows of trials the last snapshot knew as new parts, in _TABLES order (a trial row
-        never precedes its epochs on disk), then send MLflow the same rows."""
+        never precedes its epochs on disk); hand each part to the MLflow mirror."""
         if not self._ready:
             return
-        ready: dict[str, list[dict[str, Any]]] = {}
         for name in _TABLES:
             rows = self._buffers[name]
-            ready[name] = [r for r in rows if r["trial_id"] not in self._unsnapshotted]
+            ready = [r for r in rows if r["trial_id"] not in self._unsnapshotted]
             self._buffers[name] = [r for r in rows if r["trial_id"] in self._unsnapshotted]
-            if name in self._tables:
-                self._tables[name].append(ready[name])
-        if self.mlflow is not None:
-            self._mirror(ready)
-            self.mlflow.flush()
+            if name in self._tables and ready:
+                location = self._tables[name].append(ready)
+                if self.mlflow is not None:
+                    self.mlflow.written(name, location, ready)
         self._last_flush = self.clock()
-
-    def _mirror(self, written: Mapping[str, list[dict[str, Any]]]) -> None:
-        """Queue in MLflow what the tables just received: epoch metrics, test scores, run ends."""
-        assert self.mlflow is not None
-        for row in written["epochs"]:
-            self._start_mlflow_run(row["trial_id"], row, writing=True)
-            values = {m: row[m] for m in (*self.metrics, *EPOCH_TIMING)}
-            self.mlflow.log_epoch(row["trial_id"], row["epoch"], values, row["timestamp"] or time.time())
-        for row in written["final"]:
-            values = {name: row[name] for name in row if name.startswith(tuple(f"{e}." for e in EVALUATIONS))}
-            self.mlflow.log_epoch(row["trial_id"], int(row.get("epochs") or 0), values, time.time())
-        for row in written["trials"]:
-            self._start_mlflow_run(row["trial_id"], row, writing=True)  # a trial can fail before its first result
-            self.mlflow.end_trial(row["trial_id"], Status(row["status"]), stop_reason=row["stop_reason"],
-                                  error=row["error"])
 
     # -- experiment checkpoints ------------------------------------------------------------------------------
 
@@ -338,15 +300,28 @@ class StudyRecorder(Callback):
         return {
             "summaries": {tid: s.to_state() for tid, s in self._summaries.items()},
             "pending": {name: list(rows) for name, rows in self._buffers.items() if rows},
-            "mlflow": self.mlflow.state() if self.mlflow is not None else None,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._summaries = {tid: TrialSummary.from_state(s) for tid, s in state.get("summaries", {}).items()}
-        if self.mlflow is not None and state.get("mlflow"):
-            self.mlflow.load_state(state["mlflow"])
         self._restored = True
         self._replay = dict(state.get("pending", {}))
         if self._ready:  # Tune restores callback state before setup; this covers any other order
             self._ready = False
             self._open()
+
+
+class ClosedTrialStopper(Stopper):
+    """Stops a trial whose trials row is already written, at its first result: a restored study resumes a trial
+    that ended after Tune's last snapshot (the snapshot still had it running); its record is closed, so running it
+    on would only be wasted work. Holds the study's recorder (Tune pickles both in one tuner, which keeps them the
+    same object after a restore)."""
+
+    def __init__(self, recorder: StudyRecorder) -> None:
+        self.recorder = recorder
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.recorder.closed(trial_id)
+
+    def stop_all(self) -> bool:
+        return False

@@ -20,7 +20,7 @@ import yaml
 
 from dml_core.errors import ConfigError
 from dml_core.files import read_text, write_text
-from results.study_dir import (CONFIG_FILE, FORMAT_VERSION, MLFLOW_DB, TUNE_DIR, StudyInfo, StudyPaths,
+from results.study_dir import (CONFIG_FILE, FORMAT_VERSION, MLFLOW_DB, TUNE_DIR, PartTable, StudyInfo, StudyPaths,
                                new_study_info, read_study_info, write_study_info)
 from study.checkpoint_pruner import CheckpointPruner
 from study.config import SchedulerKind, StudyConfig, parse_config, read_yaml
@@ -34,8 +34,13 @@ class StudyRun:
     study_dir: str
     restored: bool
     wall_time_s: float
-    num_trials: int
+    num_trials: int  # the trials the study runs in all
     tracking_uri: str | None
+    finished_trials: int  # trials with a trials row after this run; fewer than num_trials: it was interrupted
+
+    @property
+    def complete(self) -> bool:
+        return self.finished_trials >= self.num_trials
 
 
 def _resolved_raw(config: StudyConfig) -> dict[str, Any]:
@@ -141,7 +146,8 @@ def _study_params(config: StudyConfig) -> dict[str, Any]:
 
 
 def _recorder(plan: StudyPlan, info: StudyInfo, tracking_uri: str | None) -> Any:
-    from study.mlflow_sink import MlflowSink
+    from results.study_dir import REPEAT_COLUMNS
+    from study.mlflow_mirror import MlflowMirror
     from study.recorder import StudyRecorder
 
     config = plan.config
@@ -150,16 +156,18 @@ def _recorder(plan: StudyPlan, info: StudyInfo, tracking_uri: str | None) -> Any
     if tracking_uri is not None:
         local = "://" not in config.study_dir
         artifacts = Path(config.study_dir, "mlartifacts").as_uri() if local and config.tracking.uri is None else None
-        mlflow = MlflowSink(tracking_uri=tracking_uri, experiment=config.tracking.experiment or config.name,
-                            study_uid=info.uid, artifact_location=artifacts)
-    stop_reason = config.scheduler.kind.value
+        mlflow = MlflowMirror(tracking_uri=tracking_uri, experiment=config.tracking.experiment or config.name,
+                              study_uid=info.uid, study_name=config.name, progress_file=paths.mlflow_progress,
+                              metrics=plan.metrics, params=_study_params(config),
+                              head_keys=["phase", "config_id", "loss", "miner", *plan.param_columns,
+                                         *REPEAT_COLUMNS],
+                              artifacts=[str(paths.config)] if local else [], artifact_location=artifacts,
+                              drain_timeout_s=config.tracking.drain_timeout_s)
     return StudyRecorder(study=config.name, results_dir=str(paths.results), base=config.train,
-                         cross_validate=config.protocol.reality_check,
-                         param_columns=plan.param_columns, metrics=plan.metrics, metric=config.search.metric,
-                         sign=config.search.mode.sign, stop_reason=stop_reason,
-                         flush_interval_s=config.results.flush_interval_s, flush_rows=config.results.flush_rows,
-                         mlflow=mlflow, mlflow_study_params=_study_params(config),
-                         mlflow_artifacts=[str(paths.config)] if "://" not in config.study_dir else [])
+                         cross_validate=config.protocol.reality_check, param_columns=plan.param_columns,
+                         metrics=plan.metrics, metric=config.search.metric, sign=config.search.mode.sign,
+                         stop_reason=config.scheduler.kind.value, flush_interval_s=config.results.flush_interval_s,
+                         flush_rows=config.results.flush_rows, mlflow=mlflow)
 
 
 def _progress(plan: StudyPlan, enabled: bool) -> list[Any]:
@@ -217,13 +225,42 @@ def _trainable(plan: StudyPlan) -> Any:
     return tune.with_resources(with_base, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
 
 
+def _refuse_a_second_study(paths: StudyPaths) -> None:
+    """A directory with a study's files but no study.json is a study whose study.json was lost: starting a new
+    study there would mix two studies' rows in one table."""
+    from dml_core.files import resolve_filesystem
+    import pyarrow.fs as pafs
+
+    filesystem, _ = resolve_filesystem(paths.root)
+    for location in (paths.results, paths.tune, paths.mlflow_progress):
+        inner = resolve_filesystem(location)[1]
+        if filesystem.get_file_info(inner).type != pafs.FileType.NotFound:
+            raise ConfigError(str(paths.study), "is missing from a directory that holds a study "
+                                                f"({location} exists); restore study.json from a copy to resume "
+                                                "it, or move the directory aside to start a new study")
+
+
+def _check_tables(paths: StudyPaths) -> None:
+    """Every part file of every table is readable, before Ray starts: one line naming the first that is not."""
+    from results.study_dir import epochs_schema
+
+    for location in (paths.epochs, paths.trials, paths.folds, paths.final):
+        try:
+            PartTable(location, epochs_schema({}, [])).check()
+        except ValueError as error:
+            raise ConfigError("", f"{error}; move it out of the table's directory to resume without its rows, "
+                                  f"or restore it from a copy") from None
+
+
 def _prepare_dir(plan: StudyPlan) -> tuple[bool, StudyInfo]:
     """(restore?, study.json). Writes config.yaml and study.json for a new study; checks an existing one."""
     from ray.tune import Tuner
 
     config = plan.config
     paths = StudyPaths(config.study_dir)
-    if read_text(paths.study) is not None:
+    if read_text(paths.study) is None:
+        _refuse_a_second_study(paths)
+    else:
         try:
             existing = read_study_info(config.study_dir)
         except ValueError:
@@ -241,6 +278,7 @@ def _prepare_dir(plan: StudyPlan) -> tuple[bool, StudyInfo]:
         if not Tuner.can_restore(str(paths.tune)):
             raise ConfigError(config.study_dir, "the study directory exists but holds no Ray Tune state to "
                                                 "restore; remove it or choose another --name")
+        _check_tables(paths)
         return True, existing
     search = config.search
     protocol = config.protocol
@@ -266,6 +304,10 @@ def _quiet_libraries() -> None:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.ERROR)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    # The mirror retries on its own, with backoff, from its thread: MLflow's own retries (minutes by default)
+    # would only hold a failed request longer. A user's settings win.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
 def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progress: bool = True,
@@ -294,18 +336,44 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
             search_alg=_searcher(plan), scheduler=_scheduler(plan), metric=search.metric, mode=search.mode.value,
             num_samples=plan.num_trials, max_concurrent_trials=plan.config.resources.max_concurrent_trials,
             reuse_actors=True)
+        from study.recorder import ClosedTrialStopper
+
+        recorder = _recorder(plan, info, tracking_uri)
         run_config = tune.RunConfig(
-            name=TUNE_DIR, storage_path=plan.config.study_dir,
-            callbacks=[_recorder(plan, info, tracking_uri), CheckpointPruner(), *_progress(plan, progress),
-                       *(callbacks or [])],
+            name=TUNE_DIR, storage_path=plan.config.study_dir, stop=ClosedTrialStopper(recorder),
+            callbacks=[recorder, CheckpointPruner(), *_progress(plan, progress), *(callbacks or [])],
             failure_config=tune.FailureConfig(max_failures=plan.config.failure.max_failures),
             # Keep every checkpoint as far as Tune knows (num_to_keep would force an experiment snapshot per
             # checkpoint); CheckpointPruner deletes the ones no restore can need.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=verbose)
         tuner = tune.Tuner(_trainable(plan), tune_config=tune_config, run_config=run_config)
     tuner.fit()
+    finished, expected = _progress_counts(plan)
     return StudyRun(study_dir=plan.config.study_dir, restored=restore, wall_time_s=time.perf_counter() - started,
-                    num_trials=plan.num_trials, tracking_uri=tracking_uri)
+                    num_trials=expected, tracking_uri=tracking_uri, finished_trials=finished)
+
+
+def _progress_counts(plan: StudyPlan) -> tuple[int, int]:
+    """(trials finished, trials the study runs in all), from the trials table. Tune cannot say: on an interrupt
+    it marks the running trials terminated. In a reality check a loss whose search trials all failed gets no final
+    runs, so its share is counted from the table too."""
+    import pyarrow.compute as pc
+
+    from results.study_dir import trials_schema
+
+    table = PartTable(StudyPaths(plan.config.study_dir).trials,
+                      trials_schema(plan.param_columns, plan.metrics)).read(["phase", "loss", "status"])
+    finished = table.num_rows
+    protocol = plan.config.protocol
+    if not protocol.reality_check:
+        return finished, plan.num_trials
+    expected = 0
+    for loss in plan.space.loss_names:
+        mine = table.filter(pc.and_(pc.equal(table["loss"], loss), pc.equal(table["phase"], "search")))
+        searched_out = mine.num_rows >= protocol.trials_per_loss
+        all_failed = searched_out and pc.all(pc.equal(mine["status"], "error")).as_py()
+        expected += protocol.trials_per_loss + (0 if all_failed else protocol.final_runs)
+    return finished, expected
 
 
 def resume_study(study_dir: str | Path, **kwargs: Any) -> StudyRun:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from ray.tune import Callback
 
 from study.cli import main as cli_main
 from study.config import parse_config
@@ -260,6 +261,41 @@ def mlflow_server(tmp_path):
     process.wait(timeout=30)
 
 
+@pytest.fixture()
+def mlflow_server_process(tmp_path):
+    """(url, stop, start) of an MLflow server that a test can stop and start again on the same port and store."""
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+               "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]
+    url = f"http://127.0.0.1:{port}"
+    process: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start() -> None:
+        process["server"] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                             start_new_session=True)
+        _wait_for(lambda: _healthy(url), 60, "the mlflow server")
+
+    def stop() -> None:
+        os.killpg(process["server"].pid, 9)
+        process["server"].wait(timeout=30)
+
+    start()
+    yield url, lambda: process["server"].pid, start
+    try:
+        stop()
+    except ProcessLookupError:
+        pass
+
+
+def _healthy(url: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{url}/health", timeout=1)
+        return True
+    except OSError:
+        return False
+
+
 def test_study_tracks_to_an_mlflow_server(ray_cluster, tmp_path, mlflow_server):
     config = tiny(tmp_path, "server", tracking={"uri": mlflow_server}, scheduler={"kind": "fifo"},
                   search={"num_samples": 2, "algorithm": "random"})
@@ -408,3 +444,119 @@ def test_reality_check_resumes_after_a_kill_in_the_final_phase(ray_cluster, tmp_
     capsys.readouterr()
     assert cli_main(["resume", study_dir, "--quiet"]) == 0
     _check_reality_check(study_dir)
+
+
+# -- faults: an interrupt, damaged or missing files, a tracking server that goes away -------------------------
+
+
+def _cli_process(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(here.parent)}
+    return subprocess.Popen([sys.executable, "-m", "study.cli", *args], env=env, cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_ctrl_c_then_resume_finishes_every_trial(ray_cluster, tmp_path, capsys):
+    """SIGINT while trials run and hold checkpoints: the resumed study continues them from those checkpoints
+    (Tune's final snapshot names them; they must survive the end of the interrupted run)."""
+    doc = {**TINY, "name": "interrupted", "storage": str(tmp_path), "scheduler": {"kind": "fifo"},
+           "train": {**TINY["train"], "epochs": 6}, "search": {**TINY["search"], "num_samples": 4},
+           "ray": {"num_cpus": 2}}
+    config = tmp_path / "study.yaml"
+    config.write_text(json.dumps(doc))  # JSON is YAML
+    study_dir = tmp_path / "interrupted"
+    process = _cli_process(["run", str(config), "--quiet"], tmp_path)
+    try:
+        _wait_for(lambda: len(list((study_dir / "tune").glob("*/checkpoint_000001"))) >= 2, 180,
+                  "two trials with two checkpoints")
+        os.killpg(process.pid, 2)  # Ctrl-C reaches the whole foreground group
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(process.pid, 9)
+        except ProcessLookupError:
+            pass
+    assert process.returncode == 130, stderr[-2000:]
+    assert "dml-study resume" in stderr
+    assert cli_main(["resume", str(study_dir), "--quiet"]) == 0
+    epochs, trials = tables(str(study_dir))
+    assert len(trials) == 4 and (trials["status"] == "completed").all(), trials[["trial_id", "status", "error"]]
+    assert len(epochs) == 4 * 6 and not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
+def test_resume_refuses_a_damaged_part_or_a_missing_study_json(ray_cluster, tmp_path, capsys):
+    config = tiny(tmp_path, "damaged", scheduler={"kind": "fifo"}, search={"num_samples": 2, "algorithm": "random"})
+    run = run_study(config, progress=False)
+    study_dir = Path(run.study_dir)
+    part = sorted((study_dir / "results" / "epochs.parquet").glob("part-*.parquet"))[0]
+    intact = part.read_bytes()
+    part.write_bytes(intact[: len(intact) // 2])  # truncated by something outside the study
+    capsys.readouterr()
+    assert cli_main(["resume", str(study_dir)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and part.name in error and "move it out" in error, error
+    part.write_bytes(intact)
+
+    (study_dir / "study.json").unlink()
+    before = sorted(p.name for p in study_dir.rglob("*") if p.is_file())
+    for command in (["resume", str(study_dir)], ["run", str(tmp_path / "study.yaml")]):
+        (tmp_path / "study.yaml").write_text(json.dumps({**TINY, "name": "damaged", "storage": str(tmp_path)}))
+        assert cli_main(command) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "study.json" in error and "is missing" in error, error
+    assert sorted(p.name for p in study_dir.rglob("*") if p.is_file()) == before  # no second study started
+
+
+def test_show_works_from_the_first_second(ray_cluster, tmp_path, capsys):
+    """`show` on a study that has written nothing but its config and study.json (before its first flush)."""
+    doc = {**TINY, "name": "young", "storage": str(tmp_path)}
+    config = tmp_path / "study.yaml"
+    config.write_text(json.dumps(doc))
+    process = _cli_process(["run", str(config), "--quiet"], tmp_path)
+    try:
+        _wait_for(lambda: (tmp_path / "young" / "study.json").exists(), 120, "study.json")
+        capsys.readouterr()
+        assert cli_main(["show", str(tmp_path / "young")]) == 0
+        assert "study young: 0 finished trials (none)" in capsys.readouterr().out
+    finally:
+        os.killpg(process.pid, 9)
+        process.communicate(timeout=60)
+
+
+class _KillAtFirstResult(Callback):
+    """SIGKILLs a process group at the first result (picklable: Tune pickles its callbacks)."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid, self.done = pgid, False
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        if not self.done:
+            self.done = True
+            os.killpg(self.pgid, 9)
+
+
+def test_a_tracking_server_that_goes_away_costs_the_study_nothing(ray_cluster, tmp_path, mlflow_server_process):
+    """The MLflow server dies mid-study: the study completes with complete tables and one message; when the
+    server is back, `resume` of the finished study sends MLflow every row it lacks, once, and ends every run."""
+    url, pgid, start = mlflow_server_process
+    config = tiny(tmp_path, "outage", tracking={"uri": url, "drain_timeout_s": 3}, scheduler={"kind": "fifo"},
+                  search={"num_samples": 4, "algorithm": "random"}, train={"epochs": 3})
+    run = run_study(config, callbacks=[_KillAtFirstResult(pgid())], progress=False)
+    epochs, trials = tables(run.study_dir)
+    assert run.complete and len(trials) == 4 and len(epochs) == 12 and (trials["status"] == "completed").all()
+    assert not _healthy(url)
+    start()
+    assert cli_main(["resume", run.study_dir, "--quiet"]) == 0
+    client, runs = mlflow_runs(url)
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(children) == 4 and (runs["status"] == "FINISHED").all()
+    assert metric_points(client, runs) == len(epochs)

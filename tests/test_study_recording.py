@@ -20,7 +20,7 @@ from results.study_dir import PartTable, Status, epochs_schema
 from search_spaces import full_comparison_space, sensitivity_space
 from search_spaces.distributions import Choice, LogUniform
 from study.config import Algorithm
-from study.mlflow_sink import MlflowSink, mlflow_metric_name
+from study.mlflow_mirror import MlflowMirror, mlflow_metric_name
 from study.recorder import StudyRecorder, error_message
 from study.records import config_id
 from study.searcher import GridSearcher, OptunaSearcher, outcome
@@ -243,53 +243,124 @@ def test_recorder_pickles_without_runtime_state(tmp_path):
 # -- MLflow -------------------------------------------------------------------------------------------------
 
 
-def test_mlflow_nested_runs_batched_and_found_again(tmp_path):
+def mirror(tmp_path, uri: str, **changes: Any) -> MlflowMirror:
+    settings = dict(tracking_uri=uri, experiment="exp", study_uid="u1", study_name="s",
+                    progress_file=tmp_path / "mlflow_mirror.json", metrics=METRICS, params={"train.lr": 0.001},
+                    head_keys=["phase", "config_id", "loss", "miner", *COLUMNS, "train.seed", "train.fold"],
+                    artifact_location=(tmp_path / "art").as_uri(), drain_timeout_s=30.0)
+    return MlflowMirror(**{**settings, **changes})
+
+
+def test_mlflow_mirrors_the_tables_in_nested_runs_and_finds_them_again(tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    sink = MlflowSink(tracking_uri=uri, experiment="exp", study_uid="u1",
-                      artifact_location=(tmp_path / "art").as_uri())
-    rec = recorder(tmp_path, mlflow=sink)
+    rec = recorder(tmp_path, mlflow=mirror(tmp_path, uri))
     rec.setup()
     trials = [FakeTrial("a", TRIPLET), FakeTrial("b", SOFTMAX)]
     for trial in trials:
         rec.on_trial_start(0, [], trial)
+    state = rec.get_state()
+    for trial in trials:
         for epoch in (1, 2):
             rec.on_trial_result(0, [], trial, result(epoch, 0.1 * epoch))
     rec.on_trial_complete(0, [], trials[0])
-    state = rec.get_state()
     rec.on_experiment_end(trials)
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("exp")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs, not GenAI pages
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 2 and parents[0].data.params == {"train.lr": "0.001"}
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     for child in children:
         history = client.get_metric_history(child.info.run_id, "recall_at_1")
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2]
     a = next(r for r in children if r.data.tags["dml_study.trial_id"] == "a")
-    # Two of three epochs: stopped early, which MLflow shows as a killed run.
     # MLflow params carry the same names as the Parquet columns.
     assert a.data.params["triplet.margin"] == "0.1" and a.data.tags["status"] == "stopped"
     assert a.data.params["miner.triplet_margin.type_of_triplets"] == "hard" and a.data.params["train.seed"] == "0"
-    assert a.info.status == "KILLED" and a.data.tags["stop_reason"] == "asha"
+    # Two of three epochs: stopped early by ASHA, a normal end: FINISHED, with the reason as a tag, no error tag.
+    assert a.info.status == "FINISHED" and a.data.tags["stop_reason"] == "asha" and "error" not in a.data.tags
+    b = next(r for r in children if r.data.tags["dml_study.trial_id"] == "b")
+    assert b.info.status == "RUNNING"  # not ended yet: the study stopped before it did
 
-    # A restore with a state that predates trial b's run id finds b's run by its tags instead of making another.
-    state["mlflow"]["trial_runs"] = {}
+    # A restarted study finds b's run by its tags instead of making another, and sends only what is new.
     again = pickle.loads(pickle.dumps(rec))
     again.set_state(state)
     again.setup()
     again.on_trial_start(0, [], trials[1])
     again.on_trial_result(0, [], trials[1], result(3, 0.9))
     again.on_trial_complete(0, [], trials[1])
+    again.get_state()
     again.on_experiment_end(trials)
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 3
     b = next(r for r in runs if r.data.tags.get("dml_study.trial_id") == "b")
-    assert len(client.get_metric_history(b.info.run_id, "recall_at_1")) == 3
+    assert len(client.get_metric_history(b.info.run_id, "recall_at_1")) == 3 and b.info.status == "FINISHED"
+
+
+def test_mlflow_catches_up_after_an_outage_and_doubles_nothing(tmp_path, capsys, monkeypatch):
+    """The tracking store unreachable for a whole run: the tables are written as usual, the run ends after its
+    drain timeout with one message, and the next run of the study sends MLflow everything exactly once."""
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as probe:  # a port nothing listens on: every request is refused
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    rec = recorder(tmp_path, mlflow=mirror(tmp_path, down, drain_timeout_s=1.0), rows=1)
+    rec.setup()
+    trial = FakeTrial("a", TRIPLET)
+    rec.on_trial_start(0, [], trial)
+    rec.get_state()
+    for epoch in (1, 2, 3):
+        rec.on_trial_result(0, [], trial, result(epoch, 0.1 * epoch))
+    rec.on_trial_complete(0, [], trial)
+    rec.on_experiment_end([trial])
+    assert len(epochs_frame(tmp_path)) == 3  # the record is complete whatever MLflow does
+    assert "unreachable" in capsys.readouterr().err
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"  # the study's tracking store is back (here: another one)
+    for _ in range(2):  # twice: the second run finds everything sent and sends nothing again
+        later = recorder(tmp_path, mlflow=mirror(tmp_path, uri))
+        later.setup()
+        later.on_experiment_end([])
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    child = next(r for r in runs if r.data.tags.get("dml_study.trial_id") == "a")
+    assert [m.value for m in client.get_metric_history(child.info.run_id, "recall_at_1")] == \
+        pytest.approx([0.1, 0.2, 0.3])
+    assert child.info.status == "FINISHED" and len(runs) == 2
+
+
+def test_a_part_sent_twice_reaches_mlflow_once(tmp_path):
+    """A crash between sending a part and recording it as sent: the next run sends it again; MLflow keeps each
+    point once (same key, step, timestamp and value)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    rec = recorder(tmp_path, mlflow=mirror(tmp_path, uri), rows=1)
+    rec.setup()
+    trial = FakeTrial("a", TRIPLET)
+    rec.on_trial_start(0, [], trial)
+    rec.get_state()
+    for epoch in (1, 2):
+        rec.on_trial_result(0, [], trial, result(epoch, 0.1 * epoch))
+    rec.on_experiment_end([])
+    (tmp_path / "mlflow_mirror.json").unlink()  # as if nothing had been recorded as sent
+    again = recorder(tmp_path, mlflow=mirror(tmp_path, uri))
+    again.setup()
+    again.on_experiment_end([])
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert len(runs) == 2  # the parent and the trial's run, found again by their tags
+    child = next(r for r in runs if r.data.tags.get("dml_study.trial_id") == "a")
+    assert len(client.get_metric_history(child.info.run_id, "recall_at_1")) == 2
 
 
 # -- searchers ----------------------------------------------------------------------------------------------
@@ -409,13 +480,11 @@ def test_searcher_seeds_are_reproducible_and_per_loss():
 
 def test_trials_begun_after_the_last_snapshot_leave_nothing_behind_a_crash(tmp_path):
     """Trials that began after Tune's last snapshot are unknown to the restored run (it runs their places again as
-    new trials): their rows never reached the tables, and their MLflow runs, created at their start, are deleted
-    when empty and ended otherwise."""
+    new trials): their rows never reached the tables, and MLflow never heard of them."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    sink = MlflowSink(tracking_uri=uri, experiment="exp", study_uid="u2")
-    first = recorder(tmp_path, mlflow=sink)
+    first = recorder(tmp_path, mlflow=mirror(tmp_path, uri))
     first.setup()
     known, lost, empty = FakeTrial("k", TRIPLET), FakeTrial("lost", SOFTMAX), FakeTrial("empty", SOFTMAX)
     first.on_trial_start(0, [], known)
@@ -427,6 +496,7 @@ def test_trials_begun_after_the_last_snapshot_leave_nothing_behind_a_crash(tmp_p
     first.on_trial_result(0, [], lost, result(2, 0.4))
     first.on_trial_complete(0, [], lost)
     first.flush()  # ... "lost" even finished afterwards, and the flush held its rows: then the crash
+    first.mlflow.close("KILLED")
 
     second = pickle.loads(pickle.dumps(first))
     second.set_state(state)
@@ -445,7 +515,7 @@ def test_trials_begun_after_the_last_snapshot_leave_nothing_behind_a_crash(tmp_p
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
     by_trial = {r.data.tags.get("dml_study.trial_id"): r for r in runs}
-    assert set(by_trial) == {None, "k"}  # the parent and k: the forgotten trials' runs are gone
+    assert set(by_trial) == {None, "k"}  # the parent and k: no run was ever made for the forgotten trials
     assert all(r.info.status != "RUNNING" for r in runs)
     assert len(client.get_metric_history(by_trial["k"].info.run_id, "recall_at_1")) == 3
 
@@ -562,3 +632,21 @@ def test_recorder_writes_fold_rows_and_one_final_row_per_loss_and_run(tmp_path):
     trials = pd.read_parquet(tmp_path / "results" / "trials.parquet").set_index("trial_id")
     assert list(trials["phase"]) == ["search", "final", "final"]
     assert trials["config_id"].nunique() == 1  # a final run is the same configuration
+
+
+def test_a_trial_whose_record_is_closed_is_stopped_at_its_first_result(tmp_path):
+    """After a restore, Tune resumes a trial that ended after its last snapshot; the stopper ends it at once, and
+    after a pickle round trip (Tune pickles the tuner) it still consults the same recorder."""
+    from study.recorder import ClosedTrialStopper
+
+    rec = recorder(tmp_path)
+    stopper = ClosedTrialStopper(rec)
+    rec.setup()
+    done, running = FakeTrial("done", TRIPLET), FakeTrial("running", SOFTMAX)
+    for trial in (done, running):
+        rec.on_trial_start(0, [], trial)
+    rec.on_trial_result(0, [], done, result(1, 0.2))
+    rec.on_trial_complete(0, [], done)
+    assert stopper("done", result(2, 0.3)) and not stopper("running", result(1, 0.1)) and not stopper.stop_all()
+    rec2, stopper2 = pickle.loads(pickle.dumps((rec, stopper)))
+    assert stopper2.recorder is rec2

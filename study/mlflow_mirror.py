@@ -1,0 +1,373 @@
+"""MLflow as a mirror of the study's Parquet tables: written from a thread of its own, catching up after outages.
+
+The tables are the record; MLflow shows them. Every part file the recorder writes is handed to this mirror, which
+sends its rows to MLflow from a background thread: one parent run per study, one nested run per trial (made when the
+trial's first row is mirrored, so a trial a crash made Tune forget never gets one), every epoch's metrics with
+step = epoch, the trial's params, and its end (status and tags) when its trials row is mirrored. So:
+
+- a slow or unreachable tracking server never blocks Tune's loop nor delays the tables: `written` only enqueues,
+  on a bounded queue; when the queue is full, the rows are dropped there and read back from disk later;
+- every row reaches MLflow exactly once: the mirror records, per table, the last part it has sent completely
+  (STUDY_DIR/mlflow_mirror.json, written atomically); a restarted study resends the parts after it, and MLflow's
+  stores keep a metric point logged twice with the same key, step, timestamp and value once, so the resend of a
+  part that was half sent doubles nothing;
+- a failed request is retried, with backoff, until it succeeds; the end of a run waits `drain_timeout_s` for the
+  mirror to finish, then says once what is left: the next `dml-study resume` of the study sends it.
+
+Why not Ray's MLflowLoggerCallback: it makes flat runs, sends one request per metric from Tune's loop, and forgets
+its run ids when a study is restored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dml_core.files import Location, read_text, write_text
+from results.study_dir import EVALUATIONS, EPOCH_TIMING, PartTable, Status, part_seq
+
+__all__ = ["MIRRORED_TABLES", "MlflowMirror", "mlflow_metric_name"]
+
+log = logging.getLogger(__name__)
+
+# Tags that identify our runs, so a restarted study finds them again.
+TAG_STUDY = "dml_study.study_uid"
+TAG_TRIAL = "dml_study.trial_id"
+TAG_ROLE = "dml_study.role"
+# MLflow 3 opens an experiment on its GenAI pages unless told that it holds model-development runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# Stopping early (ASHA) is a normal end of a trial, not a kill: its run is FINISHED, with a stop_reason tag.
+_RUN_STATUS = {Status.COMPLETED: "FINISHED", Status.STOPPED: "FINISHED", Status.ERROR: "FAILED"}
+# The tables MLflow shows, in the order they are sent (a trial's run ends after its metrics).
+MIRRORED_TABLES = ("epochs", "trials", "final")
+_MAX_PARAM_LEN = 6000  # MLflow's limit on one parameter value
+_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def mlflow_metric_name(name: str) -> str:
+    """MLflow refuses '@' in metric names: recall@1 -> recall_at_1, map@r -> map_at_r."""
+    return name.replace("@", "_at_")
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= _MAX_PARAM_LEN else text[:_MAX_PARAM_LEN - 3] + "..."
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class _Stopped(Exception):
+    """The driver stopped waiting for the mirror: the thread ends, and the next run of the study catches up."""
+
+
+@dataclass
+class _Part:
+    """One part file to mirror: its rows (None: read them from disk, as after a restart or an overflow)."""
+
+    table: str
+    seq: int
+    path: str
+    rows: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class _Progress:
+    """What the mirror has sent completely to one tracking store: per table, the last part (-1: none)."""
+
+    tracking_uri: str
+    sent: dict[str, int] = field(default_factory=lambda: {t: -1 for t in MIRRORED_TABLES})
+    parent_run_id: str | None = None
+
+    @classmethod
+    def load(cls, location: Location, tracking_uri: str) -> _Progress:
+        """The progress file's record for `tracking_uri`; a fresh one for another store (a study moved to a
+        tracking server gets everything sent there) or for a missing or unreadable file."""
+        text = read_text(location)
+        if text is None:
+            return cls(tracking_uri)
+        try:
+            raw = json.loads(text)
+            if raw.get("tracking_uri") != tracking_uri:
+                return cls(tracking_uri)
+            return cls(tracking_uri, {t: int(raw.get("sent", {}).get(t, -1)) for t in MIRRORED_TABLES},
+                       raw.get("parent_run_id"))
+        except (ValueError, TypeError, AttributeError):
+            log.warning("%s is unreadable; MLflow will be sent every part again (it keeps each point once)",
+                        location)
+            return cls(tracking_uri)
+
+    def save(self, location: Location) -> None:
+        write_text(location, json.dumps({"tracking_uri": self.tracking_uri, "sent": self.sent,
+                                         "parent_run_id": self.parent_run_id}, indent=2))
+
+
+class MlflowMirror:
+    """Sends the study's written rows to MLflow from a background thread; no call raises into the caller."""
+
+    def __init__(self, *, tracking_uri: str, experiment: str, study_uid: str, study_name: str,
+                 progress_file: Location, metrics: Sequence[str], params: Mapping[str, Any],
+                 head_keys: Sequence[str], artifacts: Sequence[str] = (), artifact_location: str | None = None,
+                 drain_timeout_s: float = 60.0, queue_size: int = 64) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.study_uid = study_uid
+        self.study_name = study_name
+        self.progress_file = progress_file
+        self.metrics = list(metrics)
+        self.params = dict(params)
+        self.head_keys = list(dict.fromkeys(head_keys))  # the row columns logged as a trial run's params
+        self.artifacts = list(artifacts)
+        self.artifact_location = artifact_location
+        self.drain_timeout_s = drain_timeout_s
+        self.queue_size = queue_size
+        self._reset()
+
+    def _reset(self) -> None:
+        self._queue: queue.Queue[_Part | None] = queue.Queue(self.queue_size)
+        self._thread: threading.Thread | None = None
+        self._tables: dict[str, PartTable] = {}
+        self._overflow = threading.Event()
+        self._client: Any = None
+        self._experiment_id: str | None = None
+        self._progress = _Progress(self.tracking_uri)
+        self._runs: dict[str, str] = {}  # trial id -> run id, for trials whose run has not ended
+        self._outage_since: float | None = None
+        self._stopping = threading.Event()
+        self._final_status = "FINISHED"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles callbacks with the tuner: the settings, not the thread, the queue or the client."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    # -- the driver's side: never blocks on MLflow -----------------------------------------------------------
+
+    def start(self, tables: Mapping[str, PartTable]) -> None:
+        """Start the thread: it first sends the parts written but not mirrored yet (none for a new study)."""
+        if self._thread is not None:
+            return
+        self._tables = {name: tables[name] for name in MIRRORED_TABLES if name in tables}
+        self._thread = threading.Thread(target=self._run, name="mlflow-mirror", daemon=True)
+        self._thread.start()
+
+    def written(self, table: str, location: Location | None, rows: list[dict[str, Any]]) -> None:
+        """`rows` were just written to `table` as the part at `location`: queue them for MLflow."""
+        if table not in MIRRORED_TABLES or location is None or self._thread is None:
+            return
+        path = str(location)
+        try:
+            self._queue.put_nowait(_Part(table, part_seq(path), path, [dict(r) for r in rows]))
+        except queue.Full:
+            self._overflow.set()  # the parts are on disk: the thread reads them back when it has caught up
+
+    def close(self, status: str) -> None:
+        """End the study's parent run with `status` once everything is sent; wait `drain_timeout_s` at most,
+        then say what is left (the next run of the study sends it)."""
+        if self._thread is None:
+            return
+        self._final_status = status
+        deadline = time.monotonic() + self.drain_timeout_s
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            try:
+                self._queue.put(None, timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+                break
+            except queue.Full:
+                continue
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._stopping.set()
+            since = time.strftime("%H:%M:%S", time.localtime(self._outage_since or time.time()))
+            print(f"dml-study: MLflow at {self.tracking_uri} is unreachable since {since}; the Parquet tables are "
+                  f"complete, and `dml-study resume` of this study sends MLflow what it lacks once it is back",
+                  file=sys.stderr)
+
+    # -- the thread ------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._mirror_until_closed()
+        except _Stopped:
+            return
+
+    def _mirror_until_closed(self) -> None:
+        self._progress = self._retry(lambda: _Progress.load(self.progress_file, self.tracking_uri))
+        self._retry(self._ensure_parent)
+        self._catch_up()
+        while not self._stopping.is_set():
+            try:
+                part = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                self._catch_up_if_overflowed()
+                continue
+            if part is None:
+                self._catch_up_if_overflowed()
+                self._retry(self._end_parent)
+                return
+            self._send(part)
+
+    def _catch_up_if_overflowed(self) -> None:
+        if self._overflow.is_set():
+            self._overflow.clear()
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Send the parts on disk after the last one sent completely, table by table."""
+        for name, table in self._tables.items():
+            for path in self._retry(table.part_files):
+                seq = part_seq(path)
+                if seq > self._progress.sent[name]:
+                    self._send(_Part(name, seq, path))
+
+    def _send(self, part: _Part) -> None:
+        if part.seq <= self._progress.sent[part.table]:
+            return  # sent already (a part queued while the catch-up read it from disk)
+        rows = part.rows
+        if rows is None:
+            rows = self._retry(lambda: self._tables[part.table].read_part(part.path))
+        self._retry(lambda: self._mirror(part.table, rows))
+        self._progress.sent[part.table] = part.seq
+        self._retry(lambda: self._progress.save(self.progress_file))
+
+    def _retry(self, action: Any) -> Any:
+        """`action()` until it succeeds (or the run is over): MLflow being down must cost the study nothing."""
+        attempt = 0
+        while True:
+            try:
+                result = action()
+            except Exception as exc:  # noqa: BLE001 - any failure of the tracking store is retried
+                if self._stopping.is_set():
+                    raise _Stopped from None
+                if self._outage_since is None:
+                    self._outage_since = time.time()
+                    log.warning("MLflow at %s failed (%s); retrying in the background, the Parquet tables are "
+                                "not affected", self.tracking_uri, str(exc).splitlines()[0] if str(exc) else exc)
+                self._stopping.wait(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+                attempt += 1
+                continue
+            if self._outage_since is not None:
+                log.warning("MLflow at %s is back after %.0f s; catching up", self.tracking_uri,
+                            time.time() - self._outage_since)
+                self._outage_since = None
+            return result
+
+    # -- MLflow --------------------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _experiment(self) -> str:
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is None:
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=self.artifact_location, tags=EXPERIMENT_KIND)
+            else:
+                self._experiment_id = found.experiment_id
+                if found.tags.get("mlflow.experimentKind") is None:
+                    for key, value in EXPERIMENT_KIND.items():
+                        self.client.set_experiment_tag(self._experiment_id, key, value)
+        return self._experiment_id
+
+    def _find_run(self, role: str, trial_id: str | None = None) -> str | None:
+        """A run of this study made by an earlier run of it (found by its tags)."""
+        query = f"tags.`{TAG_STUDY}` = '{self.study_uid}' and tags.`{TAG_ROLE}` = '{role}'"
+        if trial_id is not None:
+            query += f" and tags.`{TAG_TRIAL}` = '{trial_id}'"
+        runs = self.client.search_runs([self._experiment()], filter_string=query, max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def _ensure_parent(self) -> None:
+        if self._progress.parent_run_id is None:
+            self._progress.parent_run_id = self._find_run("study")
+        if self._progress.parent_run_id is not None:
+            self.client.update_run(self._progress.parent_run_id, status="RUNNING")
+            return
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self._experiment(), run_name=self.study_name,
+                                     tags={TAG_STUDY: self.study_uid, TAG_ROLE: "study"})
+        params = [Param(str(k), _param_value(v)) for k, v in self.params.items() if v is not None]
+        for chunk in _chunks(params, 100):
+            self.client.log_batch(run.info.run_id, params=chunk, synchronous=True)
+        for path in self.artifacts:
+            self.client.log_artifact(run.info.run_id, path)
+        self._progress.parent_run_id = run.info.run_id
+        self._progress.save(self.progress_file)
+
+    def _end_parent(self) -> None:
+        if self._progress.parent_run_id is not None:
+            self.client.set_terminated(self._progress.parent_run_id, status=self._final_status)
+
+    def _trial_run(self, row: Mapping[str, Any]) -> str:
+        """The run of the row's trial: made when its first row is mirrored, found again by a later run."""
+        trial_id = str(row["trial_id"])
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        run_id = self._find_run("trial", trial_id)
+        if run_id is None:
+            from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+            tags = {MLFLOW_PARENT_RUN_ID: self._progress.parent_run_id, TAG_STUDY: self.study_uid,
+                    TAG_ROLE: "trial", TAG_TRIAL: trial_id}
+            run_id = self.client.create_run(self._experiment(), run_name=f"{trial_id}-{row['loss']}",
+                                            tags=tags).info.run_id
+        # Every time the run is first met here: logging the same params again is allowed, so a failure between
+        # making the run and logging them loses nothing.
+        from mlflow.entities import Param
+
+        params = [Param(k, _param_value(row[k])) for k in self.head_keys if row.get(k) is not None]
+        for chunk in _chunks(params, 100):
+            self.client.log_batch(run_id, params=chunk, synchronous=True)
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def _mirror(self, table: str, rows: list[dict[str, Any]]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        metrics: dict[str, list[Any]] = defaultdict(list)
+        for row in rows:
+            run_id = self._trial_run(row)
+            if table == "epochs":
+                millis = int((row.get("timestamp") or 0.0) * 1000)
+                names = (*self.metrics, *EPOCH_TIMING)
+                metrics[run_id] += [Metric(mlflow_metric_name(n), float(row[n]), millis, int(row["epoch"]))
+                                    for n in names if row.get(n) is not None]
+            elif table == "final":
+                names = [c for c in row if c.startswith(tuple(f"{e}." for e in EVALUATIONS))]
+                metrics[run_id] += [Metric(mlflow_metric_name(n), float(row[n]), 0, 0)
+                                    for n in names if row.get(n) is not None]
+        for run_id, entries in metrics.items():
+            for chunk in _chunks(entries, 1000):
+                self.client.log_batch(run_id, metrics=chunk, synchronous=True)
+        if table == "final":
+            for row in rows:
+                self._runs.pop(str(row["trial_id"]), None)  # its run ended with its trials row
+        if table != "trials":
+            return
+        for row in rows:
+            run_id = self._runs[str(row["trial_id"])]
+            status = Status(row["status"])
+            tags = [RunTag("status", status.value), RunTag("stop_reason", str(row.get("stop_reason") or ""))]
+            if row.get("error"):
+                tags.append(RunTag("error", str(row["error"])[:5000]))
+            self.client.log_batch(run_id, tags=tags, synchronous=True)
+            self.client.set_terminated(run_id, status=_RUN_STATUS[status])
+            self._runs.pop(str(row["trial_id"]), None)  # ended: nothing more to send to it
