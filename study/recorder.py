@@ -38,7 +38,9 @@ from search_spaces.space import to_train_config
 from study.mlflow_mirror import MlflowMirror
 from study.records import FINAL_RUN_KEY, TrialSummary, epoch_row, phase_of, sampled_values, trial_head
 
-__all__ = ["ClosedTrialStopper", "StudyRecorder", "error_message"]
+__all__ = ["FAULT_PAUSE_ENV", "ClosedTrialStopper", "StudyRecorder", "error_message"]
+
+FAULT_PAUSE_ENV = "DML_STUDY_FAULT_PAUSE_IN_FLUSH"
 
 log = logging.getLogger(__name__)
 _EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)[\w.]*)(: .*)?$")
@@ -73,6 +75,17 @@ def _error_text(trial: Any) -> str | None:
 _TABLES = ("epochs", "folds", "trials", "final")
 
 
+def _pause_for_fault_injection(results_dir: str) -> None:
+    """Fault injection (benchmarks/faults.py): with FAULT_PAUSE_ENV set to a number of seconds, each part written
+    touches STUDY_DIR/.fault-in-flush and waits that long, so that a fault can be injected inside a flush."""
+    pause = float(os.environ.get(FAULT_PAUSE_ENV, "0") or 0)
+    if pause > 0:
+        marker = os.path.join(os.path.dirname(results_dir.rstrip("/")), ".fault-in-flush")
+        with open(marker, "a") as f:
+            f.write(f"{time.time()}\n")
+        time.sleep(pause)
+
+
 class StudyRecorder(Callback):
     """Writes the study's tables (epochs, trials; folds and final for a reality check) and its MLflow runs."""
 
@@ -99,6 +112,7 @@ class StudyRecorder(Callback):
         self._tables: dict[str, PartTable] = {}
         self._buffers: dict[str, list[dict[str, Any]]] = {name: [] for name in _TABLES}
         self._written_epoch: dict[str, int] = {}  # trial id -> highest epoch written or buffered
+        self._written_fold_epoch: dict[str, int] = {}  # the same for its fold rows (a crash may fall between)
         self._written_trials: set[str] = set()
         self._written_finals: set[tuple[str, int]] = set()  # (loss, final run) written or buffered
         # Trials first seen since the last snapshot: their rows wait in the buffers until one includes them.
@@ -126,7 +140,8 @@ class StudyRecorder(Callback):
     def _open(self) -> None:
         if self._ready:
             return
-        self._written_epoch, self._written_trials, self._written_finals = {}, set(), set()
+        self._written_epoch, self._written_fold_epoch = {}, {}
+        self._written_trials, self._written_finals = set(), set()
         schemas = {"epochs": epochs_schema, "trials": trials_schema}
         if self.cross_validate:
             schemas |= {"folds": epochs_schema, "final": final_schema}  # a fold row is a single-fold epoch row
@@ -147,12 +162,19 @@ class StudyRecorder(Callback):
         for row in replay.get("final", []):
             self._admit_final(row)
 
+    def _last_epochs(self, table: str) -> dict[str, int]:
+        """Trial id -> the last epoch of it that `table` holds."""
+        done = self._tables[table].read(["trial_id", "epoch"])
+        if not done.num_rows:
+            return {}
+        grouped = done.group_by("trial_id").aggregate([("epoch", "max")])
+        return dict(zip(grouped["trial_id"].to_pylist(), grouped["epoch_max"].to_pylist()))
+
     def _load_written(self) -> None:
         """What earlier runs of this study already wrote (empty for a new study)."""
-        done = self._tables["epochs"].read(["trial_id", "epoch"])
-        if done.num_rows:
-            grouped = done.group_by("trial_id").aggregate([("epoch", "max")])
-            self._written_epoch = dict(zip(grouped["trial_id"].to_pylist(), grouped["epoch_max"].to_pylist()))
+        self._written_epoch = self._last_epochs("epochs")
+        if "folds" in self._tables:
+            self._written_fold_epoch = self._last_epochs("folds")
         finished = self._tables["trials"].read(["trial_id"])
         self._written_trials = set(pc.unique(finished["trial_id"]).to_pylist()) if finished.num_rows else set()
         if "final" in self._tables:
@@ -197,17 +219,18 @@ class StudyRecorder(Callback):
         self._maybe_flush()
 
     def _admit_epoch(self, row: dict[str, Any], folds: Sequence[dict[str, Any]] = ()) -> None:
-        """The epoch row and, for a cross-validated trial, its fold models' rows: once per (trial, epoch)."""
-        trial_id = row["trial_id"]
-        if row["epoch"] <= self._written_epoch.get(trial_id, 0):
-            return  # already written or buffered: a resumed trial re-reporting epochs after its checkpoint
+        """The epoch row and, for a cross-validated trial, its fold models' rows: each once per (trial, epoch)
+        (rows already written or buffered are a resumed trial re-reporting epochs after its checkpoint)."""
+        trial_id, epoch = row["trial_id"], row["epoch"]
         if trial_id in self._written_trials:
             # Its record is closed: a trial that ended after Tune's last snapshot is run on by the restored study
             # (the snapshot still had it running). That work is redone, but its trials row stays the record.
             return
-        self._written_epoch[trial_id] = row["epoch"]
-        self._buffers["epochs"].append(row)
-        if "folds" in self._tables:
+        if epoch > self._written_epoch.get(trial_id, 0):
+            self._written_epoch[trial_id] = epoch
+            self._buffers["epochs"].append(row)
+        if folds and "folds" in self._tables and epoch > self._written_fold_epoch.get(trial_id, 0):
+            self._written_fold_epoch[trial_id] = epoch
             self._buffers["folds"].extend(folds)
 
     def _admit_trial(self, row: dict[str, Any]) -> None:
@@ -286,6 +309,7 @@ class StudyRecorder(Callback):
             self._buffers[name] = [r for r in rows if r["trial_id"] in self._unsnapshotted]
             if name in self._tables and ready:
                 location = self._tables[name].append(ready)
+                _pause_for_fault_injection(self.results_dir)
                 if self.mlflow is not None:
                     self.mlflow.written(name, location, ready)
         self._last_flush = self.clock()

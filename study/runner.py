@@ -174,7 +174,8 @@ def _progress(plan: StudyPlan, enabled: bool) -> list[Any]:
     from study.progress import ProgressPrinter
 
     search = plan.config.search
-    return [ProgressPrinter(total=plan.num_trials, metric=search.metric, sign=search.mode.sign)] if enabled else []
+    return [ProgressPrinter(total=plan.num_trials, metric=search.metric, sign=search.mode.sign,
+                            max_epochs=plan.base.epochs)] if enabled else []
 
 
 def _init_ray(plan: StudyPlan) -> None:
@@ -240,6 +241,13 @@ def _refuse_a_second_study(paths: StudyPaths) -> None:
                                                 "it, or move the directory aside to start a new study")
 
 
+def _has_rows(paths: StudyPaths) -> bool:
+    from results.study_dir import epochs_schema
+
+    return any(PartTable(location, epochs_schema({}, [])).part_files()
+               for location in (paths.epochs, paths.trials, paths.folds, paths.final))
+
+
 def _check_tables(paths: StudyPaths) -> None:
     """Every part file of every table is readable, before Ray starts: one line naming the first that is not."""
     from results.study_dir import epochs_schema
@@ -275,10 +283,13 @@ def _prepare_dir(plan: StudyPlan) -> tuple[bool, StudyInfo]:
         if _resolved_raw(stored) != _resolved_raw(config):
             raise ConfigError(config.study_dir, "a study with this name exists with a different configuration; "
                                                 "choose another --name or run `dml-study resume` on it")
-        if not Tuner.can_restore(str(paths.tune)):
-            raise ConfigError(config.study_dir, "the study directory exists but holds no Ray Tune state to "
-                                                "restore; remove it or choose another --name")
         _check_tables(paths)
+        if not Tuner.can_restore(str(paths.tune)):
+            if _has_rows(paths):
+                raise ConfigError(config.study_dir, "the study directory holds results but no Ray Tune state to "
+                                                    "restore; move it aside or choose another --name")
+            # Stopped before Tune's first snapshot: nothing was recorded, so the study starts afresh, as itself.
+            return False, existing
         return True, existing
     search = config.search
     protocol = config.protocol
@@ -294,11 +305,16 @@ def _prepare_dir(plan: StudyPlan) -> tuple[bool, StudyInfo]:
     return False, info
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(verbose: int) -> None:
     """Keep the console to our own progress lines: these messages say nothing a study user can act on."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A local cluster's token authentication is on by default and private to this machine; its notice is noise.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # Ray Tune's new console output prints an experiment box even at verbose 0; its older one is silent there.
+    if verbose == 0:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # With Tune's file loggers off (our recorder writes the results), ResultGrid warns per trial that it found
     # no result.json; and experiment-state messages repeat per snapshot what the study prints once.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
@@ -320,7 +336,7 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
     plan = plan_study(config)
     restore, info = _prepare_dir(plan)
     tracking_uri = _tracking_uri(plan)
-    _quiet_libraries()
+    _quiet_libraries(verbose)
     _init_ray(plan)
     _allow_parallel_starts(plan)
 

@@ -650,3 +650,80 @@ def test_a_trial_whose_record_is_closed_is_stopped_at_its_first_result(tmp_path)
     assert stopper("done", result(2, 0.3)) and not stopper("running", result(1, 0.1)) and not stopper.stop_all()
     rec2, stopper2 = pickle.loads(pickle.dumps((rec, stopper)))
     assert stopper2.recorder is rec2
+
+
+def test_a_closed_trial_run_on_after_a_restore_adds_no_rows(tmp_path):
+    """kill -9 after a trial's trials row reached disk but before a snapshot saw it end: the restored study resumes
+    it from the snapshot's checkpoint and it reports epochs past its record; the tables keep it as it ended."""
+    first = recorder(tmp_path)
+    first.setup()
+    trial = FakeTrial("t", TRIPLET)
+    first.on_trial_start(0, [], trial)
+    first.on_trial_result(0, [], trial, result(1, 0.2))
+    state = first.get_state()  # the snapshot: t running at epoch 1
+    first.on_trial_result(0, [], trial, result(2, 0.3))
+    first.on_trial_complete(0, [], trial)  # stopped by ASHA at epoch 2 ...
+    first.flush()  # ... and recorded: then the crash
+
+    second = pickle.loads(pickle.dumps(first))
+    second.set_state(state)
+    second.setup()
+    for epoch in (2, 3, 4):  # resumed from its epoch-1 checkpoint, it runs on
+        second.on_trial_result(0, [], trial, result(epoch, 0.9))
+    second.on_trial_complete(0, [], trial)
+    second.get_state()
+    second.on_experiment_end([trial])
+    epochs = epochs_frame(tmp_path)
+    trials = pd.read_parquet(tmp_path / "results" / "trials.parquet")
+    assert sorted(epochs["epoch"]) == [1, 2] and list(trials["epochs"]) == [2]
+    assert list(trials["best_recall@1"]) == [0.3]
+
+
+def test_fold_rows_are_written_once_even_when_a_crash_split_them_from_their_epoch(tmp_path):
+    """The epochs part of a flush reached disk, its folds part did not: the restored study writes the fold rows
+    (once), although their epoch rows are on disk already."""
+    def make() -> StudyRecorder:
+        return StudyRecorder(study="s", results_dir=str(tmp_path / "results"), base=TrainConfig(epochs=2,
+                             num_folds=2), param_columns=COLUMNS, metrics=METRICS, metric="recall@1", sign=1.0,
+                             stop_reason="asha", cross_validate=True, flush_interval_s=1000.0, clock=Clock())
+
+    first = make()
+    first.setup()
+    trial = FakeTrial("a", {"phase": "search", **SOFTMAX})
+    first.on_trial_start(0, [], trial)
+    first.get_state()
+    report = {**result(1, 0.3), "folds": [result(1, 0.2), result(1, 0.4)]}
+    first.on_trial_result(0, [], trial, report)
+    state = first.get_state()  # the snapshot holds epoch 1 and its fold rows, unwritten
+    first._tables["epochs"].append(first._buffers["epochs"])  # noqa: SLF001 - the flush got this far ...
+    # ... and died before the folds part.
+
+    second = pickle.loads(pickle.dumps(first))
+    second.set_state(state)
+    second.setup()
+    second.on_trial_result(0, [], trial, report)  # re-reported after the resume
+    second.get_state()
+    second.flush()
+    folds = pd.read_parquet(tmp_path / "results" / "folds.parquet")
+    assert sorted(folds["train.fold"]) == [0, 1] and len(epochs_frame(tmp_path)) == 1
+
+
+def test_progress_lines_say_how_a_trial_ended_and_its_best_value_once():
+    import io
+
+    from study.progress import ProgressPrinter
+
+    out = io.StringIO()
+    printer = ProgressPrinter(total=3, metric="recall@1", sign=1.0, max_epochs=3, stream=out)
+    full, stopped, failed = FakeTrial("full", TRIPLET), FakeTrial("stop", SOFTMAX), FakeTrial("bad", SOFTMAX)
+    for epoch, value in ((1, 0.2), (2, 0.5), (3, 0.4)):
+        printer.on_trial_result(0, [], full, {"epoch": epoch, "recall@1": value})
+    printer.on_trial_complete(0, [], full)
+    printer.on_trial_result(0, [], stopped, {"epoch": 1, "recall@1": 0.1})
+    printer.on_trial_complete(0, [], stopped)
+    printer.on_trial_error(0, [], failed)
+    lines = out.getvalue().splitlines()
+    assert "completed 3 epochs" in lines[0] and "best recall@1 0.5000 (epoch 2)" in lines[0]
+    assert "0.4000" not in lines[0]  # one value per trial: its best epoch's, labelled
+    assert "stopped at 1/3 epochs" in lines[1] and "(study best 0.5000)" in lines[1]
+    assert "error at epoch 1" in lines[2] and "best recall@1 -" in lines[2]
