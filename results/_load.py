@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from dml_core.config import TrainConfig
 from dml_core.files import Location, is_uri, resolve_filesystem
+from results.parts import Part, PartTable
 from results.study_dir import StudyInfo, StudyPaths, epochs_schema, final_schema, read_study_info, trials_schema
 
 __all__ = ["PathsLike", "load_epochs", "load_final", "load_folds", "load_trials", "study_dirs"]
@@ -30,6 +31,7 @@ __all__ = ["PathsLike", "load_epochs", "load_final", "load_folds", "load_trials"
 PathsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
 # The metrics of a table whose study does not list them (a study.json from before it did): TrainConfig's default.
 _DEFAULT_METRICS = TrainConfig().metric_names
+_READ_ATTEMPTS = 20  # loads started again at most this often while compactions replace parts under them
 # Nullable pandas dtypes keep integer and boolean columns what they are when a study's other losses leave nulls.
 _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 
@@ -96,6 +98,16 @@ def load_final(paths: PathsLike, *, columns: Sequence[str] | None = None) -> pd.
 def _load(paths: PathsLike, where: Callable[[Location], Location], schema: Callable[..., pa.Schema],
           columns: Sequence[str] | None) -> pd.DataFrame:
     infos = [read_study_info(d) for d in study_dirs(paths)]
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            return _load_once(infos, where, schema, columns)
+        except FileNotFoundError:
+            continue  # a compaction replaced parts between listing and reading: list again
+    raise OSError(f"the tables of {', '.join(str(i.path) for i in infos)} kept changing under {_READ_ATTEMPTS} reads")
+
+
+def _load_once(infos: list[StudyInfo], where: Callable[[Location], Location], schema: Callable[..., pa.Schema],
+               columns: Sequence[str] | None) -> pd.DataFrame:
     sources = [s for s in (_source(info, where(info.path)) for info in infos) if s is not None]
     # The columns an empty table still has (a running study has no trials.parquet yet), so code downstream
     # finds them.
@@ -115,20 +127,23 @@ def _load(paths: PathsLike, where: Callable[[Location], Location], schema: Calla
 
 
 def _source(info: StudyInfo, dataset: Location) -> _Source | None:
-    """The part files of one table and their unified schema; None while the table has no part yet."""
+    """The live part files of one table (a consistent set while the study writes and compacts, results.parts)
+    and their unified schema; None while the table has no part yet."""
     filesystem, inner = resolve_filesystem(dataset)
     if filesystem.get_file_info(inner).type == pafs.FileType.NotFound:
         return None
-    # Hidden names ('.', '_') are parts still being written: the discovery skips them.
-    files = tuple(sorted(ds.dataset(inner, format="parquet", filesystem=filesystem).files))
-    if not files:
+    parts, schema = PartTable(dataset, pa.schema([])).snapshot(lambda parts: _unified(dataset, filesystem, parts))
+    if not parts:
         return None
+    return _Source(info=info, filesystem=filesystem, files=tuple(p.path for p in parts), schema=schema)
+
+
+def _unified(dataset: Location, filesystem: pafs.FileSystem, parts: Sequence[Part]) -> pa.Schema | None:
     try:
-        schema = pa.unify_schemas([pq.read_schema(f, filesystem=filesystem) for f in files],
-                                  promote_options="permissive")
+        return pa.unify_schemas([pq.read_schema(p.path, filesystem=filesystem) for p in parts],
+                                promote_options="permissive") if parts else None
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise ValueError(f"the part files of {dataset} do not combine: {err}".splitlines()[0]) from None
-    return _Source(info=info, filesystem=filesystem, files=files, schema=schema)
 
 
 def _selected(columns: Sequence[str] | None, schemas: list[pa.Schema]) -> list[str]:

@@ -18,9 +18,10 @@ as the study's `storage` was.
 
 Why part files and not one file: a study may report millions of epoch rows; rewriting one file per flush would
 cost the driver more per result as the study grows. A part is written under a hidden name ('.'-prefixed, which
-Parquet readers skip) and renamed into place (dml_core.files.write_atomic), and `pandas.read_parquet(directory)`
-reads the whole table in one call. Every part has the schema fixed at the study's start, so dataset discovery
-(which takes its schema from the first file) never drops a column.
+Parquet readers skip) and renamed into place (dml_core.files.write_atomic), compaction keeps the parts few
+(O(log n), results/parts.py), and `pandas.read_parquet(directory)` reads the whole table in one call. Every part
+has the schema fixed at the study's start, so dataset discovery (which takes its schema from the first file) never
+drops a column.
 """
 
 from __future__ import annotations
@@ -34,17 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from dml_core.files import Location, join, read_text, resolve_filesystem, write_atomic, write_text
+from dml_core.files import Location, join, read_text, write_text
 from dml_core.mode import Mode
+from results.parts import PartTable
 
 __all__ = [
     "CONFIG_FILE", "EPOCH_TIMING", "EVALUATIONS", "FORMAT_VERSION", "MLFLOW_DB", "REPEAT_COLUMNS", "STUDY_FILE",
     "TUNE_DIR", "PartTable", "Phase", "Status", "StudyInfo", "StudyPaths", "epochs_schema", "final_schema",
-    "new_study_info", "part_seq", "read_study_info", "trials_schema", "write_study_info",
+    "new_study_info", "read_study_info", "trials_schema", "write_study_info",
 ]
 
 # Bumped whenever a table's columns or study.json change meaning, so a study is never continued into tables of
@@ -251,68 +250,3 @@ def final_schema(param_columns: Mapping[str, str], metrics: Sequence[str]) -> pa
         tail += [pa.field(f"{evaluation}.{m}", pa.float64()) for m in metrics]
     tail += [pa.field("wall_time_s", pa.float64())]
     return pa.schema(_head(param_columns) + tail)
-
-
-def part_seq(path: str) -> int:
-    """The write-order number of a part file: `part-000012-ab12cd34.parquet` -> 12."""
-    return int(path.rstrip("/").rsplit("/", 1)[-1].split("-")[1])
-
-
-class PartTable:
-    """A Parquet dataset written as immutable part files (`part-<seq>-<uuid>.parquet`), each atomically; `seq`
-    numbers the parts in write order.
-
-    Not thread-safe: one writer (the study driver) owns it.
-    """
-
-    def __init__(self, location: Location, schema: pa.Schema) -> None:
-        self.location = location
-        self.filesystem, self.path = resolve_filesystem(location)
-        self.schema = schema
-        parts = self.part_files()
-        # A restored study continues after the last part.
-        self.next_seq = part_seq(parts[-1]) + 1 if parts else 0
-
-    def part_files(self) -> list[str]:
-        """The paths (within `filesystem`) of the parts written so far, in write order."""
-        info = self.filesystem.get_file_info(self.path)
-        if info.type == pafs.FileType.NotFound:
-            return []
-        selector = pafs.FileSelector(self.path, recursive=False)
-        return sorted(f.path for f in self.filesystem.get_file_info(selector)
-                      if f.type == pafs.FileType.File and f.base_name.startswith("part-")
-                      and f.base_name.endswith(".parquet"))
-
-    def append(self, rows: Sequence[dict[str, Any]]) -> Location | None:
-        """Write `rows` as one new part (number `next_seq` before the call); returns its location (None for no
-        rows)."""
-        if not rows:
-            return None
-        table = pa.Table.from_pylist(list(rows), schema=self.schema)
-        name = f"part-{self.next_seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
-        self.next_seq += 1
-        location = join(self.location, name)
-        write_atomic(location, lambda file: pq.write_table(table, file))
-        return location
-
-    def check(self) -> None:
-        """ValueError naming the first part whose footer cannot be read (a file damaged outside the study: the
-        study's own writes are atomic)."""
-        for path in self.part_files():
-            try:
-                pq.read_metadata(path, filesystem=self.filesystem)
-            except (OSError, pa.ArrowInvalid) as error:
-                raise ValueError(f"{path} is not a readable Parquet part ({str(error).splitlines()[0]})") from None
-
-    def read_part(self, path: str) -> list[dict[str, Any]]:
-        """The rows of one part file (a path from `part_files`)."""
-        rows: list[dict[str, Any]] = pq.read_table(path, filesystem=self.filesystem, schema=self.schema).to_pylist()
-        return rows
-
-    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """Everything written so far (for rebuilding state on restore), optionally only some columns."""
-        files = self.part_files()
-        if not files:
-            return self.schema.empty_table().select(list(columns) if columns else self.schema.names)
-        dataset = pads.dataset(files, schema=self.schema, format="parquet", filesystem=self.filesystem)
-        return dataset.to_table(columns=list(columns) if columns else None)

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dml_core.files import Location, read_text, write_text
-from results.study_dir import EVALUATIONS, EPOCH_TIMING, PartTable, Status, part_seq
+from results.parts import PartTable, parse_part
+from results.study_dir import EVALUATIONS, EPOCH_TIMING, Status
 
 __all__ = ["MIRRORED_TABLES", "MlflowMirror", "mlflow_metric_name"]
 
@@ -72,12 +73,18 @@ class _Stopped(Exception):
 
 @dataclass
 class _Part:
-    """One part file to mirror: its rows (None: read them from disk, as after a restart or an overflow)."""
+    """One part file to mirror, holding the parts lo..hi as written (a compacted part holds several): its rows
+    (None: read them from disk, as after a restart or an overflow)."""
 
     table: str
-    seq: int
+    lo: int
+    hi: int
     path: str
     rows: list[dict[str, Any]] | None = None
+
+
+class _Gone(Exception):
+    """A part to read was replaced by a compaction: the catch-up lists the table again."""
 
 
 @dataclass
@@ -167,9 +174,11 @@ class MlflowMirror:
         """`rows` were just written to `table` as the part at `location`: queue them for MLflow."""
         if table not in MIRRORED_TABLES or location is None or self._thread is None:
             return
-        path = str(location)
+        part = parse_part(str(location))
+        if part is None:
+            return
         try:
-            self._queue.put_nowait(_Part(table, part_seq(path), path, [dict(r) for r in rows]))
+            self._queue.put_nowait(_Part(table, part.lo, part.hi, part.path, [dict(r) for r in rows]))
         except queue.Full:
             self._overflow.set()  # the parts are on disk: the thread reads them back when it has caught up
 
@@ -189,10 +198,24 @@ class MlflowMirror:
         self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             self._stopping.set()
+            self._end_parent_now()
             since = time.strftime("%H:%M:%S", time.localtime(self._outage_since or time.time()))
             print(f"dml-study: MLflow at {self.tracking_uri} is unreachable since {since}; the Parquet tables are "
                   f"complete, and `dml-study resume` of this study sends MLflow what it lacks once it is back",
                   file=sys.stderr)
+
+    def _end_parent_now(self, timeout_s: float = 5.0) -> None:
+        """One try, bounded in time, to end the parent run when the mirror could not catch up in time: a study
+        that is over must not show as running (its metrics still arrive with the next resume)."""
+        ender = threading.Thread(target=self._try_end_parent, name="mlflow-end", daemon=True)
+        ender.start()
+        ender.join(timeout_s)
+
+    def _try_end_parent(self) -> None:
+        try:
+            self._end_parent()
+        except Exception:  # noqa: BLE001 - the store is down: the next resume ends the run
+            log.debug("could not end the parent run", exc_info=True)
 
     # -- the thread ------------------------------------------------------------------------------------------
 
@@ -224,22 +247,33 @@ class MlflowMirror:
             self._catch_up()
 
     def _catch_up(self) -> None:
-        """Send the parts on disk after the last one sent completely, table by table."""
+        """Send the parts on disk after the last one sent completely, table by table. A compacted part that holds
+        parts sent already and some not is sent whole: MLflow keeps a point sent twice once."""
         for name, table in self._tables.items():
-            for path in self._retry(table.part_files):
-                seq = part_seq(path)
-                if seq > self._progress.sent[name]:
-                    self._send(_Part(name, seq, path))
+            while True:
+                try:
+                    for part in self._retry(table.parts):
+                        if part.hi > self._progress.sent[name]:
+                            self._send(_Part(name, part.lo, part.hi, part.path))
+                    break
+                except _Gone:
+                    continue  # compacted while being read: list again
 
     def _send(self, part: _Part) -> None:
-        if part.seq <= self._progress.sent[part.table]:
+        if part.hi <= self._progress.sent[part.table]:
             return  # sent already (a part queued while the catch-up read it from disk)
         rows = part.rows
         if rows is None:
-            rows = self._retry(lambda: self._tables[part.table].read_part(part.path))
+            rows = self._retry(lambda: self._read(part))
         self._retry(lambda: self._mirror(part.table, rows))
-        self._progress.sent[part.table] = part.seq
+        self._progress.sent[part.table] = part.hi
         self._retry(lambda: self._progress.save(self.progress_file))
+
+    def _read(self, part: _Part) -> list[dict[str, Any]]:
+        try:
+            return self._tables[part.table].read_part(part.path)
+        except FileNotFoundError:
+            raise _Gone from None
 
     def _retry(self, action: Any) -> Any:
         """`action()` until it succeeds (or the run is over): MLflow being down must cost the study nothing."""
@@ -247,6 +281,8 @@ class MlflowMirror:
         while True:
             try:
                 result = action()
+            except _Gone:
+                raise
             except Exception as exc:  # noqa: BLE001 - any failure of the tracking store is retried
                 if self._stopping.is_set():
                     raise _Stopped from None

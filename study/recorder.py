@@ -1,7 +1,8 @@
 """The driver-side Tune callback that records a study: rows to the Parquet tables, runs to MLflow.
 
-Cost per reported result is constant: rows are buffered and flushed as new part files on an interval or when
-the buffer is full, never rewriting what is on disk. The tables are the record, exactly once through a crash of
+Cost per reported result is constant and nothing blocks Tune's loop on storage: rows are buffered and, on an
+interval or when the buffer is full, handed to a writer thread (study.part_writer) that writes them as new part
+files and compacts them (results.parts), never rewriting a whole table. The tables are the record, exactly once through a crash of
 the driver at any moment:
 
 - a row is written only once the trial it belongs to is in one of Tune's experiment snapshots (the recorder's
@@ -36,11 +37,10 @@ from results.study_dir import (EVALUATIONS, PartTable, Phase, Status, epochs_sch
                                trials_schema)
 from search_spaces.space import to_train_config
 from study.mlflow_mirror import MlflowMirror
+from study.part_writer import FAULT_PAUSE_ENV, PartWriter
 from study.records import FINAL_RUN_KEY, TrialSummary, epoch_row, phase_of, sampled_values, trial_head
 
 __all__ = ["FAULT_PAUSE_ENV", "ClosedTrialStopper", "StudyRecorder", "error_message"]
-
-FAULT_PAUSE_ENV = "DML_STUDY_FAULT_PAUSE_IN_FLUSH"
 
 log = logging.getLogger(__name__)
 _EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)[\w.]*)(: .*)?$")
@@ -75,17 +75,6 @@ def _error_text(trial: Any) -> str | None:
 _TABLES = ("epochs", "folds", "trials", "final")
 
 
-def _pause_for_fault_injection(results_dir: str) -> None:
-    """Fault injection (benchmarks/faults.py): with FAULT_PAUSE_ENV set to a number of seconds, each part written
-    touches STUDY_DIR/.fault-in-flush and waits that long, so that a fault can be injected inside a flush."""
-    pause = float(os.environ.get(FAULT_PAUSE_ENV, "0") or 0)
-    if pause > 0:
-        marker = os.path.join(os.path.dirname(results_dir.rstrip("/")), ".fault-in-flush")
-        with open(marker, "a") as f:
-            f.write(f"{time.time()}\n")
-        time.sleep(pause)
-
-
 class StudyRecorder(Callback):
     """Writes the study's tables (epochs, trials; folds and final for a reality check) and its MLflow runs."""
 
@@ -110,6 +99,7 @@ class StudyRecorder(Callback):
 
     def _reset_runtime(self) -> None:
         self._tables: dict[str, PartTable] = {}
+        self._writer: PartWriter | None = None
         self._buffers: dict[str, list[dict[str, Any]]] = {name: [] for name in _TABLES}
         self._written_epoch: dict[str, int] = {}  # trial id -> highest epoch written or buffered
         self._written_fold_epoch: dict[str, int] = {}  # the same for its fold rows (a crash may fall between)
@@ -147,9 +137,14 @@ class StudyRecorder(Callback):
             schemas |= {"folds": epochs_schema, "final": final_schema}  # a fold row is a single-fold epoch row
         self._tables = {name: PartTable(f"{self.results_dir}/{name}.parquet", schema(self.param_columns, self.metrics))
                         for name, schema in schemas.items()}
+        if self._writer is not None:
+            self._writer.close()  # a second start-up (set_state after setup): the first writer finishes first
         self._load_written()
         if self.mlflow is not None:
             self.mlflow.start(self._tables)  # in the background: it first sends what it has not yet
+        self._writer = PartWriter(self._tables, results_dir=self.results_dir,
+                                  written=self.mlflow.written if self.mlflow is not None else None)
+        self._writer.start()
         self._ready = True
         replay, self._replay = self._replay, {}
         folds: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -288,6 +283,8 @@ class StudyRecorder(Callback):
         # the rows of trials begun since the last snapshot stay unwritten (a restore runs them again).
         unfinished = any(t.status not in ("TERMINATED", "ERROR") for t in trials)
         self.flush()
+        if self._writer is not None:
+            self._writer.close()  # everything flushed is on disk before the run ends
         if self.mlflow is not None:
             self.mlflow.close("KILLED" if unfinished else "FINISHED")
 
@@ -298,21 +295,26 @@ class StudyRecorder(Callback):
         if buffered and (buffered >= self.flush_rows or self.clock() - self._last_flush >= self.flush_interval_s):
             self.flush()
 
-    def flush(self) -> None:
-        """Write the buffered rows of trials the last snapshot knew as new parts, in _TABLES order (a trial row
-        never precedes its epochs on disk); hand each part to the MLflow mirror."""
-        if not self._ready:
+    def flush(self, *, wait: bool = False) -> None:
+        """Hand the buffered rows of trials the last snapshot knew to the writer thread, in _TABLES order (a trial
+        row never precedes its epochs on disk); with `wait`, return once they are on disk."""
+        if not self._ready or self._writer is None:
             return
         for name in _TABLES:
             rows = self._buffers[name]
             ready = [r for r in rows if r["trial_id"] not in self._unsnapshotted]
             self._buffers[name] = [r for r in rows if r["trial_id"] in self._unsnapshotted]
             if name in self._tables and ready:
-                location = self._tables[name].append(ready)
-                _pause_for_fault_injection(self.results_dir)
-                if self.mlflow is not None:
-                    self.mlflow.written(name, location, ready)
+                self._writer.submit(name, ready)
         self._last_flush = self.clock()
+        if wait:
+            self.drain()
+
+    def drain(self) -> None:
+        """Wait until every row handed to the writer thread is on disk (tests and tools; the study never waits
+        but at its end)."""
+        if self._writer is not None:
+            self._writer.drain()
 
     # -- experiment checkpoints ------------------------------------------------------------------------------
 
@@ -321,9 +323,12 @@ class StudyRecorder(Callback):
         trial seen so far is in this snapshot (Tune lists a trial before any callback hears of it), so from now
         on its rows may be written."""
         self._unsnapshotted.clear()
+        # Rows handed to the writer but not on disk yet are pending too (before the buffer: they came first).
+        in_flight = self._writer.in_flight() if self._writer is not None else {}
+        pending = {name: [*in_flight.get(name, []), *self._buffers[name]] for name in _TABLES}
         return {
             "summaries": {tid: s.to_state() for tid, s in self._summaries.items()},
-            "pending": {name: list(rows) for name, rows in self._buffers.items() if rows},
+            "pending": {name: rows for name, rows in pending.items() if rows},
         }
 
     def set_state(self, state: dict[str, Any]) -> None:

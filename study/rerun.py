@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from dml_core.errors import ConfigError
 from dml_core.files import resolve_filesystem
 from results import is_hyperparameter
+from results.parts import Part, PartTable
 from results.study_dir import REPEAT_COLUMNS, StudyPaths
 from study.runner import load_study_config
 
@@ -47,11 +49,17 @@ def recorded_trial(study_dir: str | Path, trial_id: str) -> tuple[dict[str, Any]
     filesystem, inner = resolve_filesystem(path)  # a local path or the study's storage URI
     if filesystem.get_file_info(inner).type == pafs.FileType.NotFound:
         raise ConfigError(str(study_dir), "no results/epochs.parquet: not a study directory, or no epoch finished")
-    dataset = pads.dataset(inner, format="parquet", filesystem=filesystem)
-    rows = sorted(dataset.to_table(filter=pads.field("trial_id") == trial_id).to_pylist(), key=lambda r: r["epoch"])
+
+    def read(parts: list[Part]) -> tuple[list[dict[str, Any]], list[str]]:
+        dataset = pads.dataset([p.path for p in parts], format="parquet", filesystem=filesystem)
+        rows = dataset.to_table(filter=pads.field("trial_id") == trial_id).to_pylist()
+        return rows, [] if rows else dataset.to_table(columns=["trial_id"])["trial_id"].unique().to_pylist()
+
+    # A consistent set of parts while the study writes and compacts (results.parts).
+    _, (rows, known) = PartTable(path, pa.schema([])).snapshot(read)
+    rows = sorted(rows, key=lambda r: r["epoch"])
     if not rows:
-        known = dataset.to_table(columns=["trial_id"])["trial_id"].unique()
-        sample = ", ".join(sorted(known.to_pylist())[:5])
+        sample = ", ".join(sorted(known)[:5])
         raise ConfigError("TRIAL_ID", f"no trial {trial_id!r} in {path} (trials include: {sample}, ...)")
     first = rows[0]
     # The sampled values (dotted columns and the two choices) and the seed and fold the trial ran with.

@@ -134,6 +134,7 @@ def test_recorder_buffers_and_flushes_on_interval(tmp_path):
     assert not (tmp_path / "results" / "epochs.parquet").exists()  # buffered
     clock.now = 11.0
     rec.on_step_end(0, [])
+    rec.drain()
     assert len(epochs_frame(tmp_path)) == 1
 
 
@@ -148,11 +149,11 @@ def test_rows_of_a_trial_wait_for_a_snapshot_that_knows_it(tmp_path):
     rec.on_trial_start(0, [], new)
     rec.on_trial_result(0, [], known, result(1, 0.2))
     rec.on_trial_result(0, [], new, result(1, 0.3))
-    rec.flush()
+    rec.flush(wait=True)
     assert list(epochs_frame(tmp_path)["trial_id"]) == ["k"]
     state = rec.get_state()  # the next snapshot lists the new trial; its buffered row is in the state too
     assert [r["trial_id"] for r in state["pending"]["epochs"]] == ["n"]
-    rec.flush()
+    rec.flush(wait=True)
     assert sorted(epochs_frame(tmp_path)["trial_id"]) == ["k", "n"]
 
 
@@ -164,6 +165,7 @@ def test_recorder_flushes_when_the_buffer_is_full(tmp_path):
     rec.get_state()
     for epoch in (1, 2):
         rec.on_trial_result(0, [], trial, result(epoch, 0.1 * epoch))
+    rec.drain()
     assert len(epochs_frame(tmp_path)) == 2
 
 
@@ -205,12 +207,12 @@ def test_restart_writes_pending_rows_once_and_drops_replayed_epochs(tmp_path):
     first.on_trial_start(0, [], t2)
     first.on_trial_result(0, [], t1, result(1, 0.2))
     first.on_trial_result(0, [], t2, result(1, 0.3))
-    first.flush()  # t1 and t2 epoch 1 on disk
+    first.flush(wait=True)  # t1 and t2 epoch 1 on disk
     first.on_trial_result(0, [], t1, result(2, 0.4))
     state = first.get_state()  # an experiment snapshot: t1 epoch 2 only in the buffer, so in the state
     assert not os.path.exists(tmp_path / "results" / "epochs.parquet") or len(epochs_frame(tmp_path)) == 2
     first.on_trial_result(0, [], t2, result(2, 0.5))
-    first.flush()  # t2 epoch 2 reaches disk after the snapshot ...
+    first.flush(wait=True)  # t2 epoch 2 reaches disk after the snapshot ...
     first.on_trial_result(0, [], t1, result(3, 0.5))  # ... t1 epoch 3 does not: the driver dies here
 
     second = pickle.loads(pickle.dumps(first))  # Tune restores callbacks from its pickle ...
@@ -495,7 +497,7 @@ def test_trials_begun_after_the_last_snapshot_leave_nothing_behind_a_crash(tmp_p
     first.on_trial_result(0, [], lost, result(1, 0.3))
     first.on_trial_result(0, [], lost, result(2, 0.4))
     first.on_trial_complete(0, [], lost)
-    first.flush()  # ... "lost" even finished afterwards, and the flush held its rows: then the crash
+    first.flush(wait=True)  # ... "lost" even finished afterwards, and the flush held its rows: then the crash
     first.mlflow.close("KILLED")
 
     second = pickle.loads(pickle.dumps(first))
@@ -663,7 +665,7 @@ def test_a_closed_trial_run_on_after_a_restore_adds_no_rows(tmp_path):
     state = first.get_state()  # the snapshot: t running at epoch 1
     first.on_trial_result(0, [], trial, result(2, 0.3))
     first.on_trial_complete(0, [], trial)  # stopped by ASHA at epoch 2 ...
-    first.flush()  # ... and recorded: then the crash
+    first.flush(wait=True)  # ... and recorded: then the crash
 
     second = pickle.loads(pickle.dumps(first))
     second.set_state(state)
@@ -703,7 +705,7 @@ def test_fold_rows_are_written_once_even_when_a_crash_split_them_from_their_epoc
     second.setup()
     second.on_trial_result(0, [], trial, report)  # re-reported after the resume
     second.get_state()
-    second.flush()
+    second.flush(wait=True)
     folds = pd.read_parquet(tmp_path / "results" / "folds.parquet")
     assert sorted(folds["train.fold"]) == [0, 1] and len(epochs_frame(tmp_path)) == 1
 
