@@ -13,9 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
 import pandas as pd
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from results._best import SCORED, scored_rows
 from dml_core.mode import Mode
@@ -23,7 +21,9 @@ from results._schema import hyperparameter_columns, metric_column, require_loss,
 from results.study_dir import Status
 from results._sensitivity import is_log_scale
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # optuna is imported when importance is computed: `dml-study show` never needs it
+    import optuna
+    from optuna.distributions import BaseDistribution
     from optuna.importance import BaseImportanceEvaluator
 
 __all__ = ["MIN_TRIALS", "importance"]
@@ -86,6 +86,8 @@ def _varying(rows: pd.DataFrame, loss: str, params: Sequence[str] | None) -> lis
 
 
 def _distribution(values: pd.Series, *, log: bool) -> BaseDistribution:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
     present = values.dropna()
     if pd.api.types.is_bool_dtype(present) or not pd.api.types.is_numeric_dtype(present):
         return CategoricalDistribution(sorted(_plain(present.unique().tolist()), key=repr))
@@ -102,6 +104,8 @@ def _plain(values: list[Any]) -> list[Any]:
 
 def _frozen_trials(rows: pd.DataFrame, column: str,
                    distributions: dict[str, BaseDistribution]) -> list[optuna.trial.FrozenTrial]:
+    import optuna
+
     # Column-wise conversion once; the loop below only assembles dicts (Optuna needs one object per trial).
     columns = {name: _plain(rows[name].astype(object).where(rows[name].notna(), None).tolist())
                for name in distributions}
@@ -121,6 +125,8 @@ class _DropStudyCreated(logging.Filter):
 
 def _in_memory_study(direction: Mode) -> optuna.Study:
     """An in-memory study, without the INFO line Optuna logs for each (one per loss would flood a report run)."""
+    import optuna
+
     logger = logging.getLogger("optuna.storages._in_memory")
     quiet = _DropStudyCreated()
     logger.addFilter(quiet)

@@ -1,7 +1,7 @@
 """The registry of per-loss and per-miner spaces: dml_core's names and defaults, with this package's knowledge.
 
 dml_core is the source of truth for names: which losses and miners exist, which hyperparameters each accepts and
-their defaults, which miners a loss takes. This module adds, per hyperparameter, its default search space (with
+their defaults, which miners a loss takes (read from dml_core.catalog, so that a config is checked without torch). This module adds, per hyperparameter, its default search space (with
 the source of each range), the values it accepts (a `Domain`) and, where the loss has no default, a reference
 value. A default space naming a hyperparameter that dml_core does not accept is an error here, before any study.
 
@@ -19,15 +19,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from dml_core.losses import LOSSES, loss_hparams
-from dml_core.miners import MINERS, compatible_miners, miner_hparams
+from dml_core.catalog import LOSS_HPARAMS, MINER_HPARAMS, compatible_miners, loss_hparams, miner_hparams
 from search_spaces.distributions import (Choice, Domain, Fixed, IntRange, LogUniform, Param, Scalar, Uniform,
                                          ValueKind, coerce, kind_of)
 
 __all__ = ["LOSS_DEFAULTS", "MINER_DEFAULTS", "NO_MINER", "TRIPLET_TYPES", "HParamDef", "HParamInfo",
            "allowed_miners", "loss_hparam_info", "loss_names", "miner_hparam_info", "miner_names"]
 
-# The miner name that means "no miner" (dml_core.miners.compatible_miners always contains it).
+# The miner name that means "no miner" (dml_core.catalog.compatible_miners always contains it).
 NO_MINER = "none"
 # Every type the triplet_margin miner accepts (PML's type_of_triplets).
 TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
@@ -207,12 +206,12 @@ class HParamInfo:
 
 
 def loss_names() -> tuple[str, ...]:
-    return tuple(LOSSES)
+    return tuple(LOSS_HPARAMS)
 
 
 def miner_names() -> tuple[str, ...]:
     """Every miner name, "none" first."""
-    return (NO_MINER, *(m for m in MINERS if m != NO_MINER))
+    return (NO_MINER, *(m for m in MINER_HPARAMS if m != NO_MINER))
 
 
 def allowed_miners(loss: str) -> tuple[str, ...]:

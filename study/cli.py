@@ -95,11 +95,17 @@ def _finish_message(run: Any) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from search_spaces import space_from_config
     from study.config import load_config
-    from study.runner import run_study
 
+    # The config and its search space are checked before torch and Ray are imported (seconds): a bad one is
+    # refused at once. What needs torch (the data set, a loss built at every boundary) is checked next, still
+    # before Ray starts.
     config = load_config(args.config, storage=args.storage, name=args.name, address=args.address,
                          num_samples=args.num_samples)
+    space_from_config(config.search.space, path="search")
+    from study.runner import run_study
+
     run = run_study(config, progress=not args.quiet, verbose=args.verbose)
     return _finish_message(run)
 

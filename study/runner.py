@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,12 +107,13 @@ def _searcher(plan: StudyPlan) -> Any:
     if protocol.reality_check:
         return RealityCheckSearcher(plan.space, metric=search.metric, mode=search.mode, max_epochs=plan.base.epochs,
                                     trials_per_loss=protocol.trials_per_loss, final_runs=protocol.final_runs,
-                                    base_seed=plan.base.seed, algorithm=search.algorithm, seed=search.seed)
+                                    base_seed=plan.base.seed, algorithm=search.algorithm, seed=search.seed,
+                                    history=search.history)
     if plan.grid is not None:
         return GridSearcher(plan.grid, metric=search.metric, mode=search.mode, repeats=search.num_samples,
                             base_seed=plan.base.seed)
     return OptunaSearcher(plan.space, metric=search.metric, mode=search.mode, max_epochs=plan.base.epochs,
-                          algorithm=search.algorithm, seed=search.seed)
+                          algorithm=search.algorithm, seed=search.seed, history=search.history)
 
 
 def _flat(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -214,14 +215,15 @@ def _allow_parallel_starts(plan: StudyPlan) -> None:
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(_parallel_slots(plan)))
 
 
-def _trainable(plan: StudyPlan) -> Any:
+def _trainable(plan: StudyPlan, function: Callable[..., None] | None = None) -> Any:
     from ray import tune
 
-    from study.trainable import dml_trainable
+    if function is None:
+        from study.trainable import dml_trainable as function
 
     resources = plan.config.resources
     search = plan.config.search
-    with_base = tune.with_parameters(dml_trainable, base=plan.base, cross_validate=plan.config.protocol.reality_check,
+    with_base = tune.with_parameters(function, base=plan.base, cross_validate=plan.config.protocol.reality_check,
                                      metric=search.metric, mode=search.mode)
     return tune.with_resources(with_base, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
 
@@ -327,10 +329,12 @@ def _quiet_libraries(verbose: int) -> None:
 
 
 def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progress: bool = True,
-              verbose: int = 0) -> StudyRun:
+              verbose: int = 0, trainable: Callable[..., None] | None = None) -> StudyRun:
     """Plan, then run (or restore and continue) the study; returns where its results are.
 
     `progress` prints one line per finished trial; `verbose` is Ray Tune's own output level (0: none).
+    `trainable`: a function with dml_trainable's signature to run instead of it (benchmarks/bench_scale.py runs
+    the study's driver with a trainable that only reports).
     """
     started = time.perf_counter()
     plan = plan_study(config)
@@ -344,7 +348,7 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
 
     paths = StudyPaths(plan.config.study_dir)
     if restore:
-        tuner = tune.Tuner.restore(str(paths.tune), trainable=_trainable(plan), resume_unfinished=True,
+        tuner = tune.Tuner.restore(str(paths.tune), trainable=_trainable(plan, trainable), resume_unfinished=True,
                                    resume_errored=False)
     else:
         search = plan.config.search
@@ -362,7 +366,7 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
             # Keep every checkpoint as far as Tune knows (num_to_keep would force an experiment snapshot per
             # checkpoint); CheckpointPruner deletes the ones no restore can need.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=verbose)
-        tuner = tune.Tuner(_trainable(plan), tune_config=tune_config, run_config=run_config)
+        tuner = tune.Tuner(_trainable(plan, trainable), tune_config=tune_config, run_config=run_config)
     tuner.fit()
     finished, expected = _progress_counts(plan)
     return StudyRun(study_dir=plan.config.study_dir, restored=restore, wall_time_s=time.perf_counter() - started,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -29,10 +29,46 @@ from search_spaces.space import LOSS, StudySpace, suggest, suggest_loss
 from study.config import Algorithm
 from study.records import FINAL_RUN_KEY, PHASE_KEY
 
-__all__ = ["GridSearcher", "OptunaSearcher", "RealityCheckSearcher", "outcome"]
+__all__ = ["HISTORY", "KEEP_BEST", "GridSearcher", "OptunaSearcher", "RealityCheckSearcher", "bounded", "outcome"]
 
 # The Optuna user attribute holding the Tune trial id: it joins Optuna's trials table with the study's tables.
 TRIAL_ID_ATTR = "trial_id"
+# Finished trials a study learns from (see the module doc): TPE's suggest over 1,000 trials of one loss takes tens
+# of milliseconds on one core, under Tune's 100 ms budget for a step of its loop.
+HISTORY = 1000
+# Best trials always kept: four times TPE's largest good group (25 with the default gamma).
+KEEP_BEST = 100
+# The key of the loss-choosing study among a searcher's studies (no loss is named so).
+CHOOSER = ":loss"
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def _rank(trial: optuna.trial.FrozenTrial, sign: float) -> tuple[int, float, float]:
+    """TPE's order of finished trials, best last: completed by value, then pruned by last step and its value."""
+    if trial.state is optuna.trial.TrialState.COMPLETE:
+        return (1, math.inf, sign * float(trial.value))  # type: ignore[arg-type]
+    if not trial.intermediate_values:
+        return (0, -math.inf, -math.inf)
+    step = max(trial.intermediate_values)
+    return (0, float(step), sign * trial.intermediate_values[step])
+
+
+def bounded(study: optuna.Study, sampler: Callable[[], optuna.samplers.BaseSampler], *, history: int = HISTORY,
+            keep_best: int = KEEP_BEST) -> optuna.Study:
+    """`study`, or once it holds more than 1.25 x `history` finished trials a new study (with `sampler()`) of
+    `history` of them: the `keep_best` best and the most recent rest (see the module doc)."""
+    if not 0 < keep_best <= history:
+        raise ValueError(f"the history keeps its best trials and more, got {history=}, {keep_best=}")
+    finished = study.get_trials(deepcopy=False, states=_FINISHED)
+    if len(finished) <= history + history // 4:
+        return study
+    sign = 1.0 if study.direction is optuna.study.StudyDirection.MAXIMIZE else -1.0
+    best = sorted(finished, key=lambda t: _rank(t, sign))[-keep_best:]
+    chosen = {t.number for t in best}
+    recent = [t for t in reversed(finished) if t.number not in chosen][:history - keep_best]
+    fresh = optuna.create_study(direction=study.direction, sampler=sampler())
+    fresh.add_trials(sorted([*best, *recent], key=lambda t: t.number))
+    return fresh
 
 
 def outcome(result: Mapping[str, Any] | None, *, error: bool, max_epochs: int,
@@ -83,25 +119,51 @@ class _PerLossOptuna(_StatefulSearcher):
     the loss of each trial (`_next_loss`) and may open more Optuna trials alongside (`_open_extra`)."""
 
     def __init__(self, space: StudySpace, *, metric: str, mode: Mode, max_epochs: int,
-                 algorithm: Algorithm = Algorithm.OPTUNA, seed: int = 0) -> None:
+                 algorithm: Algorithm = Algorithm.OPTUNA, seed: int = 0, history: int = HISTORY) -> None:
         super().__init__(metric=metric, mode=mode.value)
+        if history < 2:
+            raise ValueError(f"the searcher learns from at least 2 trials per study, got {history=}")
         self._space = space
         self._max_epochs = max_epochs
         self._sign = mode.sign
         self._direction = "maximize" if mode is Mode.MAX else "minimize"
-        self._studies = {loss: optuna.create_study(direction=self._direction,
-                                                   sampler=_sampler(algorithm, _loss_seed(seed, loss)))
-                         for loss in space.loss_names}
+        self._algorithm, self._seed, self._history = algorithm, seed, history
+        # Per study key (a loss, or CHOOSER): how often it was replaced by a bounded one (seeds its next sampler).
+        self._generation: dict[str, int] = {}
+        self._studies = {loss: self._new_study(loss) for loss in space.loss_names}
         # Tune trial id -> (its loss, its open Optuna trials), until told.
         self._trials: dict[str, tuple[str, list[optuna.Trial]]] = {}
         self._reported: dict[str, int] = {}  # Tune trial id -> last epoch reported to Optuna
         self._epochs: dict[str, int] = {}  # Tune trial id -> its epochs, where the space samples train.epochs
         self._best: dict[str, float] = {}  # Tune trial id -> its best sign-normalised value so far
 
+    def _sampler_for(self, key: str) -> optuna.samplers.BaseSampler:
+        generation = self._generation.get(key, 0)
+        seed = self._seed if key == CHOOSER else _loss_seed(self._seed, key)
+        return _sampler(self._algorithm, seed if generation == 0 else _loss_seed(seed, f"{key}#{generation}"))
+
+    def _new_study(self, key: str) -> optuna.Study:
+        return optuna.create_study(direction=self._direction, sampler=self._sampler_for(key))
+
+    def _learn(self, key: str, told: optuna.trial.FrozenTrial, study: optuna.Study) -> None:
+        """`told` was told to `study` (an earlier study of `key` if it has been replaced since the trial began):
+        the current study of `key` learns it, and is replaced by a bounded one when it has grown too large."""
+        current = self._studies[key]
+        if study is not current and told.state in _FINISHED:
+            current.add_trial(told)
+
+        def sampler() -> optuna.samplers.BaseSampler:
+            self._generation[key] = self._generation.get(key, 0) + 1
+            return self._sampler_for(key)
+
+        self._studies[key] = bounded(current, sampler, history=self._history,
+                                     keep_best=min(KEEP_BEST, self._history // 2))
+
     @property
     def studies(self) -> dict[str, optuna.Study]:
-        """The Optuna study of each loss (its trials carry the Tune trial id as user attribute `trial_id`)."""
-        return dict(self._studies)
+        """The Optuna study of each loss (its trials carry the Tune trial id as user attribute `trial_id`); from
+        `history` finished trials on, the bounded history it learns from (module doc)."""
+        return {key: study for key, study in self._studies.items() if key != CHOOSER}
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
                               **spec: Any) -> bool:
@@ -141,8 +203,9 @@ class _PerLossOptuna(_StatefulSearcher):
         state, value = outcome(result, error=error, max_epochs=max_epochs, metric=self._metric)
         # Told trials leave the map, so a completion replayed after a restore is ignored above.
         loss, opened = self._trials.pop(trial_id)
-        for optuna_trial in opened:
-            optuna_trial.study.tell(optuna_trial, value, state=state)
+        *extra, own = opened  # the loss's trial is the last one opened; a chooser's trial comes before it
+        for key, optuna_trial in [*((CHOOSER, t) for t in extra), (loss, own)]:
+            self._learn(key, optuna_trial.study.tell(optuna_trial, value, state=state), optuna_trial.study)
         self._reported.pop(trial_id, None)
         best = self._best.pop(trial_id, None)
         self._ended(trial_id, loss, None if error else best)
@@ -154,7 +217,8 @@ class _PerLossOptuna(_StatefulSearcher):
         # One pickle holds the studies and the open trials, which refer to them.
         return {"space": self._space, "studies": self._studies, "trials": dict(self._trials),
                 "reported": dict(self._reported), "max_epochs": self._max_epochs, "epochs": dict(self._epochs),
-                "best": dict(self._best)}
+                "best": dict(self._best), "algorithm": self._algorithm, "seed": self._seed,
+                "history": self._history, "generation": dict(self._generation)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._space = state["space"]
@@ -164,6 +228,11 @@ class _PerLossOptuna(_StatefulSearcher):
         self._max_epochs = state["max_epochs"]
         self._epochs = dict(state["epochs"])
         self._best = dict(state["best"])
+        if "chooser" in state:  # a state saved before the chooser was one of the studies
+            self._studies[CHOOSER] = state["chooser"]
+        self._algorithm = state.get("algorithm", self._algorithm)
+        self._seed, self._history = state.get("seed", self._seed), state.get("history", self._history)
+        self._generation = dict(state.get("generation", {}))
 
 
 class OptunaSearcher(_PerLossOptuna):
@@ -173,27 +242,21 @@ class OptunaSearcher(_PerLossOptuna):
     """
 
     def __init__(self, space: StudySpace, *, metric: str, mode: Mode, max_epochs: int,
-                 algorithm: Algorithm = Algorithm.OPTUNA, seed: int = 0) -> None:
-        super().__init__(space, metric=metric, mode=mode, max_epochs=max_epochs, algorithm=algorithm, seed=seed)
-        self._chooser = optuna.create_study(direction=self._direction, sampler=_sampler(algorithm, seed))
+                 algorithm: Algorithm = Algorithm.OPTUNA, seed: int = 0, history: int = HISTORY) -> None:
+        super().__init__(space, metric=metric, mode=mode, max_epochs=max_epochs, algorithm=algorithm, seed=seed,
+                         history=history)
+        self._studies[CHOOSER] = self._new_study(CHOOSER)
         for loss in space.loss_names if len(space.loss_names) > 1 else ():
-            self._chooser.enqueue_trial({LOSS: loss})
+            self._studies[CHOOSER].enqueue_trial({LOSS: loss})
 
     @property
     def chooser(self) -> optuna.Study:
         """The study whose single parameter `loss` chooses each trial's loss."""
-        return self._chooser
+        return self._studies[CHOOSER]
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        chooser = self._chooser.ask()
+        chooser = self._studies[CHOOSER].ask()
         return self._ask(trial_id, suggest_loss(self._space, chooser), [chooser])
-
-    def get_state(self) -> dict[str, Any]:
-        return {**super().get_state(), "chooser": self._chooser}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state(state)
-        self._chooser = state["chooser"]
 
 
 class RealityCheckSearcher(_PerLossOptuna):
@@ -205,8 +268,9 @@ class RealityCheckSearcher(_PerLossOptuna):
 
     def __init__(self, space: StudySpace, *, metric: str, mode: Mode, max_epochs: int, trials_per_loss: int,
                  final_runs: int, base_seed: int = 0, algorithm: Algorithm = Algorithm.OPTUNA,
-                 seed: int = 0) -> None:
-        super().__init__(space, metric=metric, mode=mode, max_epochs=max_epochs, algorithm=algorithm, seed=seed)
+                 seed: int = 0, history: int = HISTORY) -> None:
+        super().__init__(space, metric=metric, mode=mode, max_epochs=max_epochs, algorithm=algorithm, seed=seed,
+                         history=history)
         if trials_per_loss < 1 or final_runs < 1:
             raise ValueError(f"the reality check needs trials and final runs, got {trials_per_loss=}, {final_runs=}")
         self._trials_per_loss = trials_per_loss

@@ -68,6 +68,7 @@ def test_command_line_overrides():
     config = parse_config({"name": "a", "search": {"num_samples": 3}}, storage="/tmp/s", name="b",
                           address="auto", num_samples=7)
     assert (config.name, config.storage, config.ray.address, config.search.num_samples) == ("b", "/tmp/s", "auto", 7)
+    assert config.search.history == 1000 and parse_config({"search": {"history": 50}}).search.history == 50
     assert config.study_dir == "/tmp/s/b"
 
 
@@ -115,6 +116,7 @@ def test_command_line_overrides():
     ({"protocol": {"kind": "reality_check"}, "search": {"space": {"train": {"fold": {"grid": [0, 1]}}}}},
      "search.space.train.fold"),
     ({"search": ["optuna"]}, "search"),
+    ({"search": {"history": 1}}, "search.history"),
 ])
 def test_bad_values_name_their_key_path(doc, path):
     with pytest.raises(ConfigError) as info:
@@ -212,3 +214,25 @@ def test_cli_help_for_every_command(tmp_path):
         result = _cli(*command, "--help", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "usage: dml-study" in result.stdout
+
+
+@pytest.mark.parametrize("doc, expected", [
+    ({"train": {"epochs": -1}}, "train.epochs"),
+    ({"search": {"losses": ["tripletz"]}}, "tripletz"),
+    ({"search": {"space": {"triplet": {"margin": {"uniform": [0.5, 0.1]}}}}}, "search.space.triplet.margin"),
+    ({"search": {"space": {"miner": {"triplet_margin": {"type_of_triplets": "hardest"}}}}},
+     "search.space.miner.triplet_margin.type_of_triplets"),
+])
+def test_a_bad_config_is_refused_before_torch_or_ray_is_imported(tmp_path, doc, expected):
+    """Importing either takes seconds: a module of that name that cannot be imported proves neither is needed."""
+    blocked = tmp_path / "blocked"
+    for name in ("torch", "torchvision", "ray", "optuna", "mlflow"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('{name} was imported')\n")
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({"name": "s", **doc}))
+    result = subprocess.run([sys.executable, "-m", "study.cli", "run", str(config), "--storage", str(tmp_path / "st")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                            env={"PYTHONPATH": f"{blocked}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and expected in result.stderr and "was imported" not in result.stderr, \
+        result.stderr
