@@ -111,10 +111,12 @@ def _hit_in_flush(process: subprocess.Popen[bytes], marker: Path, rng: random.Ra
     return False
 
 
-def _workers(pgid: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
+def _workers(session: int) -> list[int]:
+    """The study's trial workers: Ray gives each worker a process group of its own, but they stay in the session
+    the driver was started in (start_new_session: its id is the driver's pid)."""
+    out = subprocess.run(["ps", "-eo", "pid,sid,args"], capture_output=True, text=True).stdout
     return [int(line.split()[0]) for line in out.splitlines()[1:]
-            if len(line.split()) > 2 and int(line.split()[1]) == pgid and "ImplicitFunc" in line]
+            if len(line.split()) > 2 and int(line.split()[1]) == session and "ray::ImplicitFunc" in line]
 
 
 def _free_port() -> int:

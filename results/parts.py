@@ -220,7 +220,7 @@ class PartTable:
     def snapshot(self, read: Any = None) -> tuple[list[Part], Any]:
         """(parts, read(parts)) for a set of parts that is the table at one moment (see the module docstring);
         `read` defaults to reading them into one table. Retries while merges run under it."""
-        read = read or (lambda parts: self._read_files([p.path for p in parts], None))
+        read = read or (lambda parts: self.read_parts(parts))
         previous: list[Part] | None = None
         for _ in range(_READ_ATTEMPTS):
             parts = self.parts()
@@ -240,8 +240,12 @@ class PartTable:
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """Everything written so far (a consistent snapshot), optionally only some columns."""
-        _, table = self.snapshot(lambda parts: self._read_files([p.path for p in parts], columns))
+        _, table = self.snapshot(lambda parts: self.read_parts(parts, columns))
         return table
+
+    def read_parts(self, parts: Sequence[Part], columns: Sequence[str] | None = None) -> pa.Table:
+        """The rows of `parts` (from `parts()` or a snapshot) as one table; FileNotFoundError for one replaced."""
+        return self._read_files([p.path for p in parts], columns)
 
     def _read_files(self, files: Sequence[str], columns: Sequence[str] | None) -> pa.Table:
         if not files:

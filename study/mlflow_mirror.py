@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import sys
 import threading
@@ -35,7 +36,7 @@ from dml_core.files import Location, read_text, write_text
 from results.parts import PartTable, parse_part
 from results.study_dir import EVALUATIONS, EPOCH_TIMING, Status
 
-__all__ = ["MIRRORED_TABLES", "MlflowMirror", "mlflow_metric_name"]
+__all__ = ["MIRRORED_TABLES", "MlflowMirror", "mlflow_metric_name", "run_name"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,28 @@ _BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 def mlflow_metric_name(name: str) -> str:
     """MLflow refuses '@' in metric names: recall@1 -> recall_at_1, map@r -> map_at_r."""
     return name.replace("@", "_at_")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def run_name(row: Mapping[str, Any]) -> str:
+    """A trial run's name as the runs list shows it: the loss, its miner and their sampled values, then the trial
+    id (`triplet margin=0.12 · triplet_margin margin=0.05 type_of_triplets=semihard · 3f2a1b0c`)."""
+    loss, miner = str(row["loss"]), str(row.get("miner") or "none")
+    own = [f"{k.split('.', 1)[1]}={_short(v)}" for k, v in row.items()
+           if v is not None and k.startswith(f"{loss}.")]
+    parts = [" ".join([loss, *own])]
+    if miner != "none":
+        mined = [f"{k.rsplit('.', 1)[1]}={_short(v)}" for k, v in row.items()
+                 if v is not None and k.startswith(f"miner.{miner}.")]
+        parts.append(" ".join([miner, *mined]))
+    if row.get("phase") == "final":
+        parts.append(f"final run {row.get('final_run', '')}".strip())
+    parts.append(str(row["trial_id"])[:8])
+    name = " · ".join(parts)
+    return name if len(name) <= 250 else name[:247] + "..."
 
 
 def _param_value(value: Any) -> str:
@@ -124,7 +147,8 @@ class MlflowMirror:
     def __init__(self, *, tracking_uri: str, experiment: str, study_uid: str, study_name: str,
                  progress_file: Location, metrics: Sequence[str], params: Mapping[str, Any],
                  head_keys: Sequence[str], artifacts: Sequence[str] = (), artifact_location: str | None = None,
-                 drain_timeout_s: float = 60.0, queue_size: int = 64) -> None:
+                 drain_timeout_s: float = 60.0, queue_size: int = 64, metric: str = "recall@1",
+                 sign: float = 1.0) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.study_uid = study_uid
@@ -137,6 +161,8 @@ class MlflowMirror:
         self.artifact_location = artifact_location
         self.drain_timeout_s = drain_timeout_s
         self.queue_size = queue_size
+        self.metric = metric  # the study's metric: the parent run shows its best, overall and per loss
+        self.sign = sign
         self._reset()
 
     def _reset(self) -> None:
@@ -151,6 +177,8 @@ class MlflowMirror:
         self._outage_since: float | None = None
         self._stopping = threading.Event()
         self._final_status = "FINISHED"
+        self._leaders: dict[str, float] = {}  # loss -> its best trial's sign-normalised value, as mirrored
+        self._ended_trials = 0
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles callbacks with the tuner: the settings, not the thread, the queue or the client."""
@@ -228,6 +256,7 @@ class MlflowMirror:
     def _mirror_until_closed(self) -> None:
         self._progress = self._retry(lambda: _Progress.load(self.progress_file, self.tracking_uri))
         self._retry(self._ensure_parent)
+        self._retry(self._load_leaders)
         self._catch_up()
         while not self._stopping.is_set():
             try:
@@ -348,6 +377,47 @@ class MlflowMirror:
         self._progress.parent_run_id = run.info.run_id
         self._progress.save(self.progress_file)
 
+    def _load_leaders(self) -> None:
+        """The best of each loss among the trials rows MLflow has already been sent (a restarted study)."""
+        table = self._tables.get("trials")
+        column = f"best_{self.metric}"
+        if table is None or column not in table.schema.names:
+            return
+        sent = self._progress.sent["trials"]
+        # Parts not sent yet are sent, and counted, by the catch-up.
+        _, rows = table.snapshot(lambda parts: table.read_parts([p for p in parts if p.hi <= sent], ["loss", column]))
+        self._leaders, self._ended_trials = {}, 0
+        self._lead(rows.to_pylist())
+
+    def _lead(self, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """Count the ended trials and update each loss's best; True when a best changed."""
+        changed = False
+        for row in rows:
+            self._ended_trials += 1
+            value = row.get(f"best_{self.metric}")
+            if value is None or not math.isfinite(float(value)):
+                continue
+            score = self.sign * float(value)
+            if score > self._leaders.get(str(row["loss"]), -math.inf):
+                self._leaders[str(row["loss"])] = score
+                changed = True
+        return changed
+
+    def _log_leaders(self) -> None:
+        """The parent run's metrics: the study's best value and each loss's, stepped by trials ended."""
+        from mlflow.entities import Metric
+
+        if self._progress.parent_run_id is None or not self._leaders:
+            return
+        name = mlflow_metric_name(self.metric)
+        millis = int(time.time() * 1000)
+        best = max(self._leaders.values())
+        entries = [Metric(f"best_{name}", self.sign * best, millis, self._ended_trials)]
+        entries += [Metric(f"best_{name}.{loss}", self.sign * score, millis, self._ended_trials)
+                    for loss, score in sorted(self._leaders.items())]
+        for chunk in _chunks(entries, 1000):
+            self.client.log_batch(self._progress.parent_run_id, metrics=chunk, synchronous=True)
+
     def _end_parent(self) -> None:
         if self._progress.parent_run_id is not None:
             self.client.set_terminated(self._progress.parent_run_id, status=self._final_status)
@@ -363,8 +433,7 @@ class MlflowMirror:
 
             tags = {MLFLOW_PARENT_RUN_ID: self._progress.parent_run_id, TAG_STUDY: self.study_uid,
                     TAG_ROLE: "trial", TAG_TRIAL: trial_id}
-            run_id = self.client.create_run(self._experiment(), run_name=f"{trial_id}-{row['loss']}",
-                                            tags=tags).info.run_id
+            run_id = self.client.create_run(self._experiment(), run_name=run_name(row), tags=tags).info.run_id
         # Every time the run is first met here: logging the same params again is allowed, so a failure between
         # making the run and logging them loses nothing.
         from mlflow.entities import Param
@@ -404,6 +473,11 @@ class MlflowMirror:
             tags = [RunTag("status", status.value), RunTag("stop_reason", str(row.get("stop_reason") or ""))]
             if row.get("error"):
                 tags.append(RunTag("error", str(row["error"])[:5000]))
-            self.client.log_batch(run_id, tags=tags, synchronous=True)
+            # The trial's best epoch's values as metrics of their own: the runs table sorts by them.
+            best = [Metric(f"best_{mlflow_metric_name(m)}", float(row[f"best_{m}"]), 0, int(row.get("best_epoch") or 0))
+                    for m in self.metrics if row.get(f"best_{m}") is not None and math.isfinite(row[f"best_{m}"])]
+            self.client.log_batch(run_id, metrics=best, tags=tags, synchronous=True)
             self.client.set_terminated(run_id, status=_RUN_STATUS[status])
             self._runs.pop(str(row["trial_id"]), None)  # ended: nothing more to send to it
+        self._lead(rows)
+        self._log_leaders()

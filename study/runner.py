@@ -127,9 +127,18 @@ def _flat(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return out
 
 
-def _study_params(config: StudyConfig) -> dict[str, Any]:
-    """The study's settings as MLflow params, each under its YAML key path (`train.lr`, `model.trunk`)."""
+def _study_params(config: StudyConfig, sampled: Mapping[str, Any] = {}) -> dict[str, Any]:  # noqa: B006 - read only
+    """What is fixed for the study, as MLflow params, each under its YAML key path (`train.lr`, `model.trunk`):
+    the loss and miner and whatever `sampled` names vary per trial and are each trial run's params instead."""
     train = config.train.to_dict()
+    for key in ("loss", "loss_params", "miner", "miner_params"):
+        train.pop(key)  # the searcher chooses them per trial
+    for name in sampled:
+        section, _, field = name.partition(".")
+        if section == "train":
+            train.pop(field, None)
+        elif section == "model":
+            train["model"] = {k: v for k, v in train["model"].items() if k != field}
     params = _flat({"dataset": train.pop("dataset"), "model": train.pop("model")}, "")
     params.update(_flat(train, "train."))
     params.update({"search.algorithm": config.search.algorithm.value,
@@ -159,11 +168,12 @@ def _recorder(plan: StudyPlan, info: StudyInfo, tracking_uri: str | None) -> Any
         artifacts = Path(config.study_dir, "mlartifacts").as_uri() if local and config.tracking.uri is None else None
         mlflow = MlflowMirror(tracking_uri=tracking_uri, experiment=config.tracking.experiment or config.name,
                               study_uid=info.uid, study_name=config.name, progress_file=paths.mlflow_progress,
-                              metrics=plan.metrics, params=_study_params(config),
+                              metrics=plan.metrics, params=_study_params(config, plan.param_columns),
                               head_keys=["phase", "config_id", "loss", "miner", *plan.param_columns,
                                          *REPEAT_COLUMNS],
                               artifacts=[str(paths.config)] if local else [], artifact_location=artifacts,
-                              drain_timeout_s=config.tracking.drain_timeout_s)
+                              drain_timeout_s=config.tracking.drain_timeout_s, metric=config.search.metric,
+                              sign=config.search.mode.sign)
     return StudyRecorder(study=config.name, results_dir=str(paths.results), base=config.train,
                          cross_validate=config.protocol.reality_check, param_columns=plan.param_columns,
                          metrics=plan.metrics, metric=config.search.metric, sign=config.search.mode.sign,

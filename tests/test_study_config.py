@@ -236,3 +236,14 @@ def test_a_bad_config_is_refused_before_torch_or_ray_is_imported(tmp_path, doc, 
                             env={"PYTHONPATH": f"{blocked}:{ROOT}", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2 and expected in result.stderr and "was imported" not in result.stderr, \
         result.stderr
+
+
+def test_the_parent_run_logs_only_what_is_fixed_for_the_study():
+    from study.runner import _study_params
+
+    config = parse_config({"name": "s", "train": {"lr": 0.001, "epochs": 4}, "model": {"embedding_dim": 32}})
+    params = _study_params(config, {"loss": "str", "miner": "str", "train.lr": "float", "model.embedding_dim": "int",
+                                    "triplet.margin": "float"})
+    assert params["train.epochs"] == 4 and params["model.trunk"] == "small_cnn"
+    assert not {"train.loss", "train.miner", "train.lr", "model.embedding_dim"} & set(params)
+    assert not any(k.startswith(("train.loss_params", "train.miner_params")) for k in params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pickle
@@ -288,6 +289,15 @@ def test_mlflow_mirrors_the_tables_in_nested_runs_and_finds_them_again(tmp_path)
     assert a.info.status == "FINISHED" and a.data.tags["stop_reason"] == "asha" and "error" not in a.data.tags
     b = next(r for r in children if r.data.tags["dml_study.trial_id"] == "b")
     assert b.info.status == "RUNNING"  # not ended yet: the study stopped before it did
+    # Runs are named so that the list reads: the loss, its miner and their sampled values, the trial id.
+    assert a.info.run_name == "triplet margin=0.1 · triplet_margin type_of_triplets=hard · a"
+    assert b.info.run_name == "normalized_softmax temperature=0.05 · b"
+    # An ended trial's best epoch's values are metrics of their own (sortable in the runs table), and the parent
+    # shows the study's best value and each loss's best, stepped by the trials ended so far.
+    assert a.data.metrics["best_recall_at_1"] == pytest.approx(0.2) and "best_recall_at_1" not in b.data.metrics
+    parent = client.get_run(parents[0].info.run_id)
+    assert parent.data.metrics == {"best_recall_at_1": pytest.approx(0.2),
+                                   "best_recall_at_1.triplet": pytest.approx(0.2)}
 
     # A restarted study finds b's run by its tags instead of making another, and sends only what is new.
     again = pickle.loads(pickle.dumps(rec))
@@ -302,6 +312,13 @@ def test_mlflow_mirrors_the_tables_in_nested_runs_and_finds_them_again(tmp_path)
     assert len(runs) == 3
     b = next(r for r in runs if r.data.tags.get("dml_study.trial_id") == "b")
     assert len(client.get_metric_history(b.info.run_id, "recall_at_1")) == 3 and b.info.status == "FINISHED"
+    # The restarted mirror knew triplet's best from the rows sent before, and counts on from there.
+    parent = client.get_run(parents[0].info.run_id)
+    assert parent.data.metrics["best_recall_at_1"] == pytest.approx(0.9)
+    assert parent.data.metrics["best_recall_at_1.triplet"] == pytest.approx(0.2)
+    assert parent.data.metrics["best_recall_at_1.normalized_softmax"] == pytest.approx(0.9)
+    steps = client.get_metric_history(parents[0].info.run_id, "best_recall_at_1")
+    assert sorted(m.step for m in steps) == [1, 2]
 
 
 def test_mlflow_catches_up_after_an_outage_and_doubles_nothing(tmp_path, capsys, monkeypatch):
@@ -729,3 +746,47 @@ def test_progress_lines_say_how_a_trial_ended_and_its_best_value_once():
     assert "0.4000" not in lines[0]  # one value per trial: its best epoch's, labelled
     assert "stopped at 1/3 epochs" in lines[1] and "(study best 0.5000)" in lines[1]
     assert "error at epoch 1" in lines[2] and "best recall@1 -" in lines[2]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_live_status_is_redrawn_on_a_terminal_and_appended_sparingly_in_a_log():
+    from study.progress import ProgressPrinter
+
+    clock = Clock()
+    log = io.StringIO()
+    printer = ProgressPrinter(total=4, metric="recall@1", sign=1.0, max_epochs=8, stream=log, every_s=30.0,
+                              clock=clock)
+    printer.setup()
+    running, done = FakeTrial("r1", TRIPLET), FakeTrial("d1", SOFTMAX)
+    running.status, done.status = "RUNNING", "TERMINATED"
+    printer.on_trial_result(0, [], running, {"epoch": 3, "recall@1": 0.3})
+    printer.on_trial_result(0, [], done, {"epoch": 2, "recall@1": 0.6})
+    printer.on_trial_complete(0, [], done)
+    clock.now = 40.0
+    for step in range(50):  # many loop steps, one status line
+        printer.on_step_end(step, [running, done])
+    clock.now = 80.0
+    printer.on_step_end(50, [running, done])
+    status = [line for line in log.getvalue().splitlines() if line.startswith("status")]
+    assert len(status) == 2 and "\r" not in log.getvalue()
+    assert "1/4 done (1 stopped)" in status[0] and "1 running: triplet 3/8" in status[0]
+    assert "best recall@1 0.6000" in status[0] and "elapsed 40s" in status[0] and "~2m00s left" in status[0]
+    assert log.getvalue().splitlines()[0].startswith("study of 4 trials started")
+
+    terminal = _Terminal()
+    printer = ProgressPrinter(total=4, metric="recall@1", sign=1.0, max_epochs=8, stream=terminal, clock=clock)
+    printer.setup()
+    printer.on_trial_result(0, [], running, {"epoch": 3, "recall@1": 0.3})
+    clock.now = 82.0
+    printer.on_step_end(0, [running])
+    printer.on_trial_complete(0, [], running)  # a finished trial's line replaces the status line, then it returns
+    clock.now = 84.0
+    printer.on_step_end(1, [])
+    printer.on_experiment_end([])
+    text = terminal.getvalue()
+    assert text.count("\r\x1b[K") == 4 and text.endswith("\r\x1b[K")  # drawn, cleared, drawn, cleared at the end
+    assert "stopped at 3/8 epochs" in text.split("\r\x1b[K")[2]
