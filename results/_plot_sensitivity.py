@@ -1,4 +1,12 @@
-"""Sensitivity plot: per hyperparameter, the trials as points and the mean +- std band through them."""
+"""Sensitivity plot: per hyperparameter, the trials as points and the mean +- std through them.
+
+What a reader of a paper needs from it: trials at equal budget are compared (on a trials table with statuses the
+curve is drawn through the trials that ran every epoch, when there are enough of them; trials stopped early are
+points of their own, marked apart); a mean over fewer than `MIN_PER_BIN` trials is not drawn as part of a curve
+(its bin shows a hollow marker, and a panel without two such bins says so); a categorical hyperparameter's
+categories are points with their spread, never joined by a line; and a log axis that spans less than a decade
+still labels its ticks.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from results._best import SCORED
 from results._figure import panel_grid, save_png
@@ -17,10 +25,13 @@ from results._schema import hyperparameter_columns, require_loss, study_metric
 from results.study_dir import Status
 from results._sensitivity import sensitivity, sensitivity_points
 
-__all__ = ["plot_sensitivity", "sensitivity_figure", "varying_hyperparameters"]
+__all__ = ["MIN_PER_BIN", "plot_sensitivity", "sensitivity_figure", "varying_hyperparameters"]
 
 # Above this many points a panel shows an evenly spaced subset: the band still uses every trial.
 _MAX_POINTS = 4000
+# Trials a bin (or a category) needs before its mean is drawn as part of the curve: the mean of two trials with
+# a std of one pair says little, and a line through such points reads as a trend.
+MIN_PER_BIN = 3
 
 
 def varying_hyperparameters(table: pd.DataFrame, loss: str) -> list[str]:
@@ -50,36 +61,97 @@ def sensitivity_figure(table: pd.DataFrame, *, loss: str, params: str | Sequence
     statuses = list(statuses)
     figure, axes = panel_grid(len(names))
     for ax, param in zip(axes, names):
-        curve = sensitivity(table, loss=loss, param=param, metric=metric, bins=bins, statuses=statuses)
-        points = sensitivity_points(table, loss=loss, param=param, metric=metric, statuses=statuses)
-        _panel(ax, curve, points)
+        curve_statuses, apart = _equal_budget(table, loss, param, metric, statuses)
+        curve = sensitivity(table, loss=loss, param=param, metric=metric, bins=bins, statuses=curve_statuses)
+        points = sensitivity_points(table, loss=loss, param=param, metric=metric, statuses=curve_statuses)
+        stopped = _points_or_none(table, loss, param, metric, apart)
+        _panel(ax, curve, points, stopped, full_budget=bool(apart))
     # Two lines: one panel is too narrow for "<loss>: <metric> against its hyperparameters" on one.
     figure.suptitle(f"{loss}\n{metric} against its hyperparameters", fontsize="medium")
     return figure
 
 
-def _panel(ax: Axes, curve: pd.DataFrame, points: pd.DataFrame) -> None:
+def _equal_budget(table: pd.DataFrame, loss: str, param: str, metric: str,
+                  statuses: list[Status | str]) -> tuple[list[Status | str], list[Status | str]]:
+    """(statuses the curve is drawn from, statuses drawn apart): with enough completed trials, the curve compares
+    trials at the full budget and the ones stopped early (or still running) are marked apart."""
+    wanted = {Status(s) for s in statuses}
+    if "status" not in table.columns or Status.COMPLETED not in wanted or wanted == {Status.COMPLETED}:
+        return statuses, []
+    try:
+        completed = sensitivity_points(table, loss=loss, param=param, metric=metric, statuses=[Status.COMPLETED])
+    except ValueError:
+        return statuses, []
+    if len(completed) < 2 * MIN_PER_BIN:
+        return statuses, []
+    return [Status.COMPLETED], sorted(wanted - {Status.COMPLETED}, key=lambda s: s.value)
+
+
+def _points_or_none(table: pd.DataFrame, loss: str, param: str, metric: str,
+                    statuses: list[Status | str]) -> pd.DataFrame | None:
+    if not statuses:
+        return None
+    try:
+        return sensitivity_points(table, loss=loss, param=param, metric=metric, statuses=statuses)
+    except ValueError:
+        return None
+
+
+def _panel(ax: Axes, curve: pd.DataFrame, points: pd.DataFrame, stopped: pd.DataFrame | None = None, *,
+           full_budget: bool = False) -> None:
     step = max(1, len(points) // _MAX_POINTS)
     x, y = points.iloc[::step, 0], points.iloc[::step, 1].astype("float64")
     mean = curve["mean"].to_numpy(dtype=float)
     spread = np.nan_to_num(curve["std"].to_numpy(dtype=float))  # one trial in a bin: no spread to draw
+    enough = curve["count"].to_numpy() >= MIN_PER_BIN
     numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
+    trials_label = "trials (all epochs)" if full_budget else "trials"
     if numeric:
         centre = curve["value"].to_numpy(dtype=float)
-        ax.scatter(x.to_numpy(dtype=float), y, s=8, alpha=0.35, color="C0", label="trials")
+        position = None
+        ax.scatter(x.to_numpy(dtype=float), y, s=8, alpha=0.35, color="C0", label=trials_label)
     else:
         # Categories on integer positions, in the curve's order.
         labels = [str(v) for v in curve["value"]]
         centre = np.arange(len(labels), dtype=float)
         position = dict(zip(labels, centre))
         ax.scatter(x.astype(str).map(position).to_numpy(dtype=float), y, s=8, alpha=0.35, color="C0",
-                   label="trials")
+                   label=trials_label)
         ax.set_xticks(centre, labels, rotation=20)
-    ax.fill_between(centre, mean - spread, mean + spread, color="C1", alpha=0.25, label="mean ± std")
-    ax.plot(centre, mean, color="C1", marker="o", markersize=4, label="mean")
+    if stopped is not None and len(stopped):
+        sx = stopped.iloc[:, 0]
+        at = sx.to_numpy(dtype=float) if position is None else sx.astype(str).map(position).to_numpy(dtype=float)
+        ax.scatter(at, stopped.iloc[:, 1].astype("float64"), s=10, marker="x", alpha=0.4, color="0.45",
+                   label="stopped early (fewer epochs)")
+    if numeric and enough.sum() >= 2:
+        ax.fill_between(centre[enough], (mean - spread)[enough], (mean + spread)[enough], color="C1", alpha=0.25,
+                        label="mean ± std")
+        ax.plot(centre[enough], mean[enough], color="C1", marker="o", markersize=4, label="mean")
+    elif not numeric and enough.any():
+        # Categories are not a curve: each one's mean with its spread, no line between them.
+        ax.errorbar(centre[enough], mean[enough], yerr=spread[enough], fmt="o", color="C1", capsize=4,
+                    label="mean ± std")
+    if (~enough).any():
+        ax.scatter(centre[~enough], mean[~enough], s=28, facecolors="none", edgecolors="C1",
+                   label=f"mean of < {MIN_PER_BIN} trials")
+    if (numeric and enough.sum() < 2) or (not numeric and not enough.any()):
+        ax.text(0.5, 0.02, f"too few trials for a curve (needs {MIN_PER_BIN} per bin)", transform=ax.transAxes,
+                ha="center", va="bottom", fontsize="small", color="0.35")
     if curve.attrs.get("log"):
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap within a decade
+        _log_axis(ax, float(np.nanmin(x.to_numpy(dtype=float))), float(np.nanmax(x.to_numpy(dtype=float))))
     ax.set_xlabel(str(curve.attrs.get("param", "")))
     ax.set_ylabel(str(curve.attrs.get("metric", "")))
     ax.legend(fontsize="small")
+
+
+def _log_axis(ax: Axes, low: float, high: float) -> None:
+    """A log x axis whose ticks carry numbers: within a decade matplotlib labels none (no power of ten falls
+    inside), so there the 1-2-5 ticks are labelled; across decades only the powers of ten are."""
+    ax.set_xscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:.3g}")
+    ax.xaxis.set_major_formatter(plain)
+    if high / max(low, 1e-300) < 10:
+        ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(plain)
+    else:
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap across decades

@@ -23,8 +23,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -175,6 +177,7 @@ class MlflowMirror:
         self._progress = _Progress(self.tracking_uri)
         self._runs: dict[str, str] = {}  # trial id -> run id, for trials whose run has not ended
         self._outage_since: float | None = None
+        self._last_error = ""
         self._stopping = threading.Event()
         self._final_status = "FINISHED"
         self._leaders: dict[str, float] = {}  # loss -> its best trial's sign-normalised value, as mirrored
@@ -227,10 +230,15 @@ class MlflowMirror:
         if self._thread.is_alive():
             self._stopping.set()
             self._end_parent_now()
-            since = time.strftime("%H:%M:%S", time.localtime(self._outage_since or time.time()))
-            print(f"dml-study: MLflow at {self.tracking_uri} is unreachable since {since}; the Parquet tables are "
-                  f"complete, and `dml-study resume` of this study sends MLflow what it lacks once it is back",
-                  file=sys.stderr)
+            if self._outage_since is None:
+                print(f"dml-study: MLflow at {self.tracking_uri} did not catch up within tracking.drain_timeout_s "
+                      f"({self.drain_timeout_s:.0f} s); the Parquet tables are complete, and `dml-study resume` of "
+                      f"this study sends MLflow the rest", file=sys.stderr)
+                return
+            since = time.strftime("%H:%M:%S", time.localtime(self._outage_since))
+            print(f"dml-study: MLflow at {self.tracking_uri} has failed since {since} ({self._last_error}); the "
+                  f"Parquet tables are complete, and `dml-study resume` of this study sends MLflow what it lacks "
+                  f"once it works again", file=sys.stderr)
 
     def _end_parent_now(self, timeout_s: float = 5.0) -> None:
         """One try, bounded in time, to end the parent run when the mirror could not catch up in time: a study
@@ -255,6 +263,7 @@ class MlflowMirror:
 
     def _mirror_until_closed(self) -> None:
         self._progress = self._retry(lambda: _Progress.load(self.progress_file, self.tracking_uri))
+        self._retry(self._ensure_sqlite_store)
         self._retry(self._ensure_parent)
         self._retry(self._load_leaders)
         self._catch_up()
@@ -315,6 +324,7 @@ class MlflowMirror:
             except Exception as exc:  # noqa: BLE001 - any failure of the tracking store is retried
                 if self._stopping.is_set():
                     raise _Stopped from None
+                self._last_error = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
                 if self._outage_since is None:
                     self._outage_since = time.time()
                     log.warning("MLflow at %s failed (%s); retrying in the background, the Parquet tables are "
@@ -376,6 +386,31 @@ class MlflowMirror:
             self.client.log_artifact(run.info.run_id, path)
         self._progress.parent_run_id = run.info.run_id
         self._progress.save(self.progress_file)
+
+    def _ensure_sqlite_store(self) -> None:
+        """Create a new sqlite tracking store whole or not at all. MLflow creates one by running its schema
+        migrations in place, for seconds; a study killed meanwhile would leave a store MLflow refuses for good
+        ("out-of-date database schema"). So a missing store is made under a temporary name and renamed into place."""
+        prefix = "sqlite:///"
+        if not self.tracking_uri.startswith(prefix):
+            return
+        path = self.tracking_uri[len(prefix):]
+        if not path or path == ":memory:" or os.path.exists(path):
+            return
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        os.close(handle)
+        os.unlink(temp)  # MLflow creates the file itself
+        try:
+            store = SqlAlchemyStore(f"{prefix}{temp}", self.artifact_location or "./mlruns")
+            store.engine.dispose()
+            os.replace(temp, path)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
 
     def _load_leaders(self) -> None:
         """The best of each loss among the trials rows MLflow has already been sent (a restarted study)."""

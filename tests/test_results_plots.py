@@ -23,20 +23,52 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_sensitivity_plot_is_a_png_with_the_band_and_the_points(tmp_path: Path) -> None:
     trials = temperature_trials(np.random.default_rng(1), 150, grid=(0.005, 0.05, 0.1, 0.5, 1.0))
+    trials.loc[trials.index[::4], "status"] = "stopped"  # ASHA stopped a quarter early
     param = "normalized_softmax.temperature"
     path = plot_sensitivity(trials, tmp_path / "sens.png", loss="normalized_softmax", params=param)
     assert path == tmp_path / "sens.png"
     assert_valid_png(path)
     figure = sensitivity_figure(trials, loss="normalized_softmax", params=[param])
     (ax,) = figure.axes
-    curve = sensitivity(trials, loss="normalized_softmax", param=param)
+    # Equal budget: the curve runs through the trials that ran every epoch; those stopped early are marked apart.
+    assert set(trials["status"]) >= {"completed", "stopped"}
+    curve = sensitivity(trials, loss="normalized_softmax", param=param, statuses=["completed"])
     mean_line = next(line for line in ax.get_lines() if line.get_label() == "mean")
     np.testing.assert_allclose(mean_line.get_xdata(), curve["value"])
     np.testing.assert_allclose(mean_line.get_ydata(), curve["mean"])
     assert any(isinstance(c, PolyCollection) for c in ax.collections)  # the mean +- std band
-    points = next(c for c in ax.collections if c.get_label() == "trials")
-    assert len(points.get_offsets()) == 150
+    full = next(c for c in ax.collections if c.get_label() == "trials (all epochs)")
+    stopped = next(c for c in ax.collections if c.get_label() == "stopped early (fewer epochs)")
+    assert len(full.get_offsets()) == (trials["status"] == "completed").sum()
+    assert len(full.get_offsets()) + len(stopped.get_offsets()) == trials["status"].isin(["completed", "stopped"]).sum()
     assert ax.get_xscale() == "log"  # 0.005..1 spans over two decades: inferred log
+
+
+def test_sensitivity_panels_do_not_mislead(tmp_path: Path) -> None:
+    """Few trials: no curve, and the panel says so. Categories: points with their spread, not a line. A log axis
+    within one decade: its ticks carry numbers."""
+    param = "normalized_softmax.temperature"
+    few = temperature_trials(np.random.default_rng(2), 4).assign(status="completed")
+    (ax,) = sensitivity_figure(few, loss="normalized_softmax", params=[param]).axes
+    assert not [line for line in ax.get_lines() if line.get_label() == "mean"]
+    assert any("too few trials" in text.get_text() for text in ax.texts)
+
+    narrow = temperature_trials(np.random.default_rng(3), 60).assign(status="completed")
+    narrow[param] = np.random.default_rng(3).uniform(0.02, 0.08, len(narrow))
+    narrow.attrs["log_scale"] = {"normalized_softmax": [param]}
+    figure = sensitivity_figure(narrow, loss="normalized_softmax", params=[param])
+    (ax,) = figure.axes
+    figure.canvas.draw()
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.xaxis.get_ticklabels(which="both") if t.get_text()]
+    assert len(labels) >= 2, labels
+
+    miners = temperature_trials(np.random.default_rng(4), 60).assign(status="completed")
+    miners["miner"] = np.random.default_rng(4).choice(["none", "triplet_margin", "multi_similarity"], len(miners))
+    (ax,) = sensitivity_figure(miners, loss="normalized_softmax", params=["miner"]).axes
+    joined = [line for line in ax.get_lines() if len(line.get_xdata()) > 1 and line.get_linestyle() not in ("None", "")]
+    assert not joined  # no line between categories
+    assert [c for c in ax.containers if c.get_label() == "mean ± std"]  # an error bar per category
 
 
 def test_sensitivity_plot_of_categorical_and_conditional_parameters(tmp_path: Path,
