@@ -361,7 +361,7 @@ def _mlflow_outage(process: subprocess.Popen[bytes], server: MlflowServer, rng: 
 
 
 def _kill_a_worker(process: subprocess.Popen[bytes], rng: random.Random) -> bool:
-    deadline = time.time() + rng.uniform(3.0, 30.0)
+    deadline = time.time() + rng.uniform(5.0, 15.0)  # while trials run (the study takes 20-30 s)
     while time.time() < deadline and process.poll() is None:
         time.sleep(0.1)
     workers = _workers(process.pid)

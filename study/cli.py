@@ -77,6 +77,8 @@ def _finish_message(run: Any) -> int:
 
     paths = StudyPaths(run.study_dir)
     print()
+    if run.already_complete:
+        print(f"study {run.study_dir} had already finished all {run.num_trials} trials: nothing was run again")
     try:
         _show(run.study_dir)
     except Exception as exc:  # noqa: BLE001 - the study ran; a summary problem must not hide where results are

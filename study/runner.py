@@ -37,6 +37,7 @@ class StudyRun:
     num_trials: int  # the trials the study runs in all
     tracking_uri: str | None
     finished_trials: int  # trials with a trials row after this run; fewer than num_trials: it was interrupted
+    already_complete: bool = False  # every trial had finished before this run: it only caught MLflow up
 
     @property
     def complete(self) -> bool:
@@ -357,6 +358,8 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
     from ray import tune
 
     paths = StudyPaths(plan.config.study_dir)
+    done_before, expected_before = _progress_counts(plan) if restore else (0, 1)
+    already_complete = done_before >= expected_before
     if restore:
         tuner = tune.Tuner.restore(str(paths.tune), trainable=_trainable(plan, trainable), resume_unfinished=True,
                                    resume_errored=False)
@@ -380,7 +383,8 @@ def run_study(config: StudyConfig, *, callbacks: list[Any] | None = None, progre
     tuner.fit()
     finished, expected = _progress_counts(plan)
     return StudyRun(study_dir=plan.config.study_dir, restored=restore, wall_time_s=time.perf_counter() - started,
-                    num_trials=expected, tracking_uri=tracking_uri, finished_trials=finished)
+                    num_trials=expected, tracking_uri=tracking_uri, finished_trials=finished,
+                    already_complete=already_complete)
 
 
 def _progress_counts(plan: StudyPlan) -> tuple[int, int]:

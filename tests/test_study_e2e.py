@@ -334,8 +334,9 @@ def test_study_on_uri_storage_resumes_as_a_no_op_when_finished(ray_cluster, tmp_
     assert len(trials) == 2 and len(epochs) == 6
     assert (local_dir / "config.yaml").is_file() and (local_dir / "study.json").is_file()
 
+    assert not run.already_complete
     again = run_study(config, progress=False)
-    assert again.restored
+    assert again.restored and again.already_complete  # the command line says so before the summary
     epochs_after, trials_after = tables(str(local_dir))
     assert len(epochs_after) == 6 and len(trials_after) == 2
     client, runs = mlflow_runs(f"sqlite:///{tmp_path}/tracking.db")
