@@ -361,7 +361,10 @@ def _mlflow_outage(process: subprocess.Popen[bytes], server: MlflowServer, rng: 
 
 
 def _kill_a_worker(process: subprocess.Popen[bytes], rng: random.Random) -> bool:
-    deadline = time.time() + rng.uniform(5.0, 15.0)  # while trials run (the study takes 20-30 s)
+    """SIGKILL of one trial worker at a random moment while trials run (they run for a few seconds only)."""
+    while process.poll() is None and not _workers(process.pid):
+        time.sleep(0.1)
+    deadline = time.time() + rng.uniform(0.0, 3.0)
     while time.time() < deadline and process.poll() is None:
         time.sleep(0.1)
     workers = _workers(process.pid)
