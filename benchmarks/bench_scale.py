@@ -72,20 +72,33 @@ def default_space() -> Any:
 # -- searcher ---------------------------------------------------------------------------------------------------
 
 
-def _fill(searcher: Any, space: Any, n: int, seed: int) -> None:
-    """n finished trials in the searcher's studies, as a study of n trials would leave them (random
-    configurations, a third pruned at a random epoch), added through Optuna's own API: fast at 50,000."""
+def _fill(searcher: Any, space: Any, n: int, seed: int, history: int) -> None:
+    """The searcher's studies as a study of n finished trials leaves them (random configurations, a third pruned
+    at a random epoch), made through Optuna's own API: fast at 50,000. With a bounded history, each study holds
+    what it would hold in a long study right before a replacement: its bounded history plus a quarter more, so
+    the first trial told to it in the measurement replaces it (the most expensive tell there is)."""
     import numpy as np
     import optuna
 
     from search_spaces.space import suggest, suggest_loss
+    from study.searcher import KEEP_BEST, bounded
+
+    def steady(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        trials = study.get_trials(deepcopy=False)
+        if len(trials) <= history + history // 4:
+            return trials
+        kept = bounded(study, optuna.samplers.RandomSampler, history=history, keep_best=min(KEEP_BEST, history // 2))
+        have = {t.user_attrs["n"] for t in kept.trials}
+        newer = [t for t in trials if t.user_attrs["n"] not in have][-(history // 4):]
+        return sorted([*kept.trials, *newer], key=lambda t: t.user_attrs["n"])
 
     rng = np.random.default_rng(seed)
     losses = list(space.loss_names)
+    chooser = optuna.create_study(direction="maximize")
+    number = 0
     for index, loss in enumerate(losses):
         count = n // len(losses) + (index < n % len(losses))
         scratch = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed + index))
-        chooser = optuna.create_study(direction="maximize")
         for _ in range(count):
             trial = scratch.ask()
             config = {"loss": loss, **suggest(space, loss, trial)}
@@ -99,10 +112,13 @@ def _fill(searcher: Any, space: Any, n: int, seed: int) -> None:
                 pick.report(value, epoch)
             state = optuna.trial.TrialState.COMPLETE if epochs == EPOCHS else optuna.trial.TrialState.PRUNED
             final = objective(space, config) if epochs == EPOCHS else None
+            for t in (trial, pick):
+                t.set_user_attr("n", number)
+            number += 1
             scratch.tell(trial, final, state=state)
             chooser.tell(pick, final, state=state)
-        searcher.studies[loss].add_trials(scratch.get_trials(deepcopy=False))
-        searcher.chooser.add_trials(chooser.get_trials(deepcopy=False))
+        searcher.studies[loss].add_trials(steady(scratch))
+    searcher.chooser.add_trials(steady(chooser))
 
 
 def _cycle(searcher: Any, space: Any, trial_id: str) -> tuple[float, float]:
@@ -131,7 +147,7 @@ def bench_searcher(points: list[int], cycles: int, unbounded_max: int) -> None:
                 continue
             searcher = OptunaSearcher(space, metric="recall@1", mode=Mode.MAX, max_epochs=EPOCHS, seed=0,
                                       history=history)
-            _fill(searcher, space, n, seed=n)
+            _fill(searcher, space, n, seed=n, history=history)
             timings = [_cycle(searcher, space, f"t{i}") for i in range(cycles)]
             suggests, completes = [t[0] for t in timings], [t[1] for t in timings]
             sizes = [len(s.trials) for s in searcher.studies.values()]
@@ -141,27 +157,34 @@ def bench_searcher(points: list[int], cycles: int, unbounded_max: int) -> None:
 
 
 def bench_quality(trials: int, seeds: int, histories: list[int]) -> None:
+    """Best value found after `trials` trials, per seed, for each history: the mean over the losses that have
+    hyperparameters of each one's best (a loss without any, such as npair, is found at its best by its first
+    trial and says nothing about the sampler), and the study's best among them."""
     from dml_core.mode import Mode
     from study.searcher import OptunaSearcher
 
     space = default_space()
-    best: dict[str, list[float]] = {}
+    tunable = [loss for loss in space.loss_names if len(space.branch(loss, "none")) > 0]
+    best: dict[str, list[tuple[float, float]]] = {}
     for seed in range(seeds):
         for history in histories:
             searcher = OptunaSearcher(space, metric="recall@1", mode=Mode.MAX, max_epochs=EPOCHS, seed=seed,
                                       history=history)
-            values = []
+            per_loss: dict[str, float] = {}
             for i in range(trials):
                 config = searcher.suggest(f"t{i}")
                 value = objective(space, config)
-                values.append(value)
+                per_loss[config["loss"]] = max(per_loss.get(config["loss"], -1.0), value)
                 searcher.on_trial_complete(f"t{i}", {"epoch": EPOCHS, "recall@1": value})
+            mine = [per_loss[loss] for loss in tunable if loss in per_loss]
             label = "full (today's TPE)" if history >= 10**9 else f"history {history}"
-            best.setdefault(label, []).append(max(values))
-    print(f"| searcher | best after {trials} trials, per seed | mean |")
-    print("|---|---|---|")
+            best.setdefault(label, []).append((statistics.mean(mine), max(mine)))
+    print(f"| searcher | mean over {len(tunable)} losses of each one's best after {trials} trials, per seed | mean | "
+          f"study best, mean over seeds |")
+    print("|---|---|---|---|")
     for label, values in best.items():
-        print(f"| {label} | {', '.join(f'{v:.4f}' for v in values)} | {statistics.mean(values):.4f} |")
+        print(f"| {label} | {', '.join(f'{m:.4f}' for m, _ in values)} | {statistics.mean(m for m, _ in values):.4f}"
+              f" | {statistics.mean(b for _, b in values):.4f} |")
 
 
 # -- reading a large study --------------------------------------------------------------------------------------
@@ -279,7 +302,7 @@ class _SlowSteps(logging.Handler):
             self.messages.append(message)
 
 
-def bench_tuner(trials: int, block: int, cpus_per_trial: float) -> None:
+def bench_tuner(trials: int, block: int, cpus_per_trial: float, algorithm: str, tracking: bool) -> None:
     os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "0.1")
     from ray.tune import Callback
 
@@ -302,6 +325,8 @@ def bench_tuner(trials: int, block: int, cpus_per_trial: float) -> None:
     raw["train"] = {**raw.get("train", {}), "epochs": EPOCHS}
     raw["resources"] = {"cpus_per_trial": cpus_per_trial}
     raw["ray"] = {"num_cpus": 2}
+    raw["search"] = {**raw.get("search", {}), "algorithm": algorithm}
+    raw["tracking"] = {"enabled": tracking}
     with tempfile.TemporaryDirectory() as scratch:
         config = parse_config(raw, storage=scratch, name="tuner-scale", num_samples=trials)
         marks.append((0, time.perf_counter(), time.process_time()))
@@ -336,6 +361,8 @@ def main() -> None:
     t.add_argument("--trials", type=int, default=1000)
     t.add_argument("--block", type=int, default=250)
     t.add_argument("--cpus-per-trial", type=float, default=0.25)
+    t.add_argument("--algorithm", default="optuna", help="optuna (TPE) or random: random isolates Tune's cost")
+    t.add_argument("--no-mlflow", action="store_true", help="tracking.enabled: false")
     args = parser.parse_args()
     import optuna
 
@@ -347,7 +374,7 @@ def main() -> None:
     elif args.part == "reads":
         bench_reads(args.trials)
     else:
-        bench_tuner(args.trials, args.block, args.cpus_per_trial)
+        bench_tuner(args.trials, args.block, args.cpus_per_trial, args.algorithm, not args.no_mlflow)
 
 
 if __name__ == "__main__":

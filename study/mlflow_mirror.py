@@ -176,6 +176,7 @@ class MlflowMirror:
         self._experiment_id: str | None = None
         self._progress = _Progress(self.tracking_uri)
         self._runs: dict[str, str] = {}  # trial id -> run id, for trials whose run has not ended
+        self._known: dict[str, str] | None = None  # trial id -> run id of every trial run of the study
         self._outage_since: float | None = None
         self._last_error = ""
         self._stopping = threading.Event()
@@ -369,6 +370,20 @@ class MlflowMirror:
         runs = self.client.search_runs([self._experiment()], filter_string=query, max_results=1)
         return runs[0].info.run_id if runs else None
 
+    def _trial_runs(self) -> dict[str, str]:
+        """Trial id -> run id of every trial run of this study already in the store, in one paged search: looking
+        each new trial up on its own would cost a search over all the study's runs per trial."""
+        query = f"tags.`{TAG_STUDY}` = '{self.study_uid}' and tags.`{TAG_ROLE}` = 'trial'"
+        found: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self._experiment()], filter_string=query, max_results=10000,
+                                           page_token=token)
+            found.update({r.data.tags[TAG_TRIAL]: r.info.run_id for r in page if TAG_TRIAL in r.data.tags})
+            token = page.token
+            if not token:
+                return found
+
     def _ensure_parent(self) -> None:
         if self._progress.parent_run_id is None:
             self._progress.parent_run_id = self._find_run("study")
@@ -462,13 +477,20 @@ class MlflowMirror:
         trial_id = str(row["trial_id"])
         if trial_id in self._runs:
             return self._runs[trial_id]
-        run_id = self._find_run("trial", trial_id)
+        if self._known is None:
+            self._known = self._trial_runs()
+        run_id = self._known.get(trial_id)
         if run_id is None:
             from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
             tags = {MLFLOW_PARENT_RUN_ID: self._progress.parent_run_id, TAG_STUDY: self.study_uid,
                     TAG_ROLE: "trial", TAG_TRIAL: trial_id}
-            run_id = self.client.create_run(self._experiment(), run_name=run_name(row), tags=tags).info.run_id
+            try:
+                run_id = self.client.create_run(self._experiment(), run_name=run_name(row), tags=tags).info.run_id
+            except Exception:
+                self._known = None  # the store may have made the run before failing: the retry searches again
+                raise
+            self._known[trial_id] = run_id
         # Every time the run is first met here: logging the same params again is allowed, so a failure between
         # making the run and logging them loses nothing.
         from mlflow.entities import Param
