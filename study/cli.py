@@ -107,8 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          num_samples=args.num_samples)
     space_from_config(config.search.space, path="search")
     if not args.quiet:  # the checks that need torch and Ray's start take seconds: say what is happening
-        print(f"dml-study: study {config.name!r} in {config.study_dir}: checking the data and the search space, "
-              f"then starting Ray", flush=True)
+        print(f"dml-study: study {config.name!r} in {config.study_dir}: checking the data set and the search "
+              f"space", flush=True)
     from study.runner import run_study
 
     run = run_study(config, progress=not args.quiet, verbose=args.verbose)
@@ -117,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     if not args.quiet:
-        print(f"dml-study: resuming {args.study_dir}: checking it, then starting Ray", flush=True)
+        print(f"dml-study: resuming {args.study_dir}: checking it", flush=True)
     from study.runner import resume_study
 
     run = resume_study(args.study_dir, progress=not args.quiet, verbose=args.verbose)

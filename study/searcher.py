@@ -215,14 +215,16 @@ class _PerLossOptuna(_StatefulSearcher):
 
     def get_state(self) -> dict[str, Any]:
         # One pickle holds the studies and the open trials, which refer to them.
-        return {"space": self._space, "studies": self._studies, "trials": dict(self._trials),
+        # The loss studies under "studies" and the loss chooser under "chooser", as the saved state has always had them.
+        chooser = {"chooser": self._studies[CHOOSER]} if CHOOSER in self._studies else {}
+        return {"space": self._space, "studies": self.studies, **chooser, "trials": dict(self._trials),
                 "reported": dict(self._reported), "max_epochs": self._max_epochs, "epochs": dict(self._epochs),
                 "best": dict(self._best), "algorithm": self._algorithm, "seed": self._seed,
                 "history": self._history, "generation": dict(self._generation)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._space = state["space"]
-        self._studies = state["studies"]
+        self._studies = dict(state["studies"])
         self._trials = dict(state["trials"])
         self._reported = dict(state["reported"])
         self._max_epochs = state["max_epochs"]
