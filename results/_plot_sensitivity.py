@@ -63,9 +63,16 @@ def sensitivity_figure(table: pd.DataFrame, *, loss: str, params: str | Sequence
     for ax, param in zip(axes, names):
         curve_statuses, apart = _equal_budget(table, loss, param, metric, statuses)
         curve = sensitivity(table, loss=loss, param=param, metric=metric, bins=bins, statuses=curve_statuses)
-        points = sensitivity_points(table, loss=loss, param=param, metric=metric, statuses=curve_statuses)
-        stopped = _points_or_none(table, loss, param, metric, apart)
-        _panel(ax, curve, points, stopped, full_budget=bool(apart))
+        # The points: with statuses, the trials that ran every epoch apart from those stopped early, whether or
+        # not there were enough of the former for a curve of their own.
+        early = _early(table, statuses)
+        full = [s for s in statuses if Status(s) not in early] if early else statuses
+        points = _points_or_none(table, loss, param, metric, full)
+        if points is None:
+            points = sensitivity_points(table, loss=loss, param=param, metric=metric, statuses=curve_statuses)
+            full = curve_statuses
+        stopped = _points_or_none(table, loss, param, metric, sorted(early, key=lambda s: s.value))
+        _panel(ax, curve, points, stopped, full_budget=bool(early), mixed=not apart and bool(early))
     # Two lines: one panel is too narrow for "<loss>: <metric> against its hyperparameters" on one.
     figure.suptitle(f"{loss}\n{metric} against its hyperparameters", fontsize="medium")
     return figure
@@ -87,6 +94,13 @@ def _equal_budget(table: pd.DataFrame, loss: str, param: str, metric: str,
     return [Status.COMPLETED], sorted(wanted - {Status.COMPLETED}, key=lambda s: s.value)
 
 
+def _early(table: pd.DataFrame, statuses: list[Status | str]) -> set[Status]:
+    """The statuses of trials that ran fewer epochs than the study's (stopped early, still running)."""
+    if "status" not in table.columns:
+        return set()
+    return {Status(s) for s in statuses} & {Status.STOPPED, Status.RUNNING}
+
+
 def _points_or_none(table: pd.DataFrame, loss: str, param: str, metric: str,
                     statuses: list[Status | str]) -> pd.DataFrame | None:
     if not statuses:
@@ -98,7 +112,7 @@ def _points_or_none(table: pd.DataFrame, loss: str, param: str, metric: str,
 
 
 def _panel(ax: Axes, curve: pd.DataFrame, points: pd.DataFrame, stopped: pd.DataFrame | None = None, *,
-           full_budget: bool = False) -> None:
+           full_budget: bool = False, mixed: bool = False) -> None:
     step = max(1, len(points) // _MAX_POINTS)
     x, y = points.iloc[::step, 0], points.iloc[::step, 1].astype("float64")
     mean = curve["mean"].to_numpy(dtype=float)
@@ -123,14 +137,16 @@ def _panel(ax: Axes, curve: pd.DataFrame, points: pd.DataFrame, stopped: pd.Data
         at = sx.to_numpy(dtype=float) if position is None else sx.astype(str).map(position).to_numpy(dtype=float)
         ax.scatter(at, stopped.iloc[:, 1].astype("float64"), s=10, marker="x", alpha=0.4, color="0.45",
                    label="stopped early (fewer epochs)")
+    # Too few trials at the full budget for a curve of their own: the curve mixes budgets, and says so.
+    suffix = " (all trials, mixed budgets)" if mixed else ""
     if numeric and enough.sum() >= 2:
         ax.fill_between(centre[enough], (mean - spread)[enough], (mean + spread)[enough], color="C1", alpha=0.25,
-                        label="mean ± std")
-        ax.plot(centre[enough], mean[enough], color="C1", marker="o", markersize=4, label="mean")
+                        label="mean ± std" + suffix)
+        ax.plot(centre[enough], mean[enough], color="C1", marker="o", markersize=4, label="mean" + suffix)
     elif not numeric and enough.any():
         # Categories are not a curve: each one's mean with its spread, no line between them.
         ax.errorbar(centre[enough], mean[enough], yerr=spread[enough], fmt="o", color="C1", capsize=4,
-                    label="mean ± std")
+                    label="mean ± std" + suffix)
     if (~enough).any():
         ax.scatter(centre[~enough], mean[~enough], s=28, facecolors="none", edgecolors="C1",
                    label=f"mean of < {MIN_PER_BIN} trials")

@@ -76,7 +76,7 @@ class ProgressPrinter(Callback):
     # -- the live status ---------------------------------------------------------------------------------------
 
     def setup(self, **info: Any) -> None:
-        self._started = self.clock()
+        self._started = self._last_status = self.clock()  # the first status once there is something to say
         self._print(f"study of {self.total} trials started; a line per finished trial, the status every "
                     f"{'second' if self._interactive else f'{self.every_s:.0f} s'}")
 

@@ -198,10 +198,12 @@ def _init_ray(plan: StudyPlan) -> None:
     if ray.is_initialized():
         return
     section = plan.config.ray
+    # Ray's INFO lines ("Started a local Ray instance") are not the study's: warnings and errors still show.
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if section.address is not None:
-        ray.init(address=section.address, log_to_driver=False)
+        ray.init(address=section.address, **quiet)
     else:
-        ray.init(num_cpus=section.num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=section.num_cpus, include_dashboard=False, **quiet)
 
 
 def _parallel_slots(plan: StudyPlan) -> int:
@@ -332,6 +334,8 @@ def _quiet_libraries(verbose: int) -> None:
     # no result.json; and experiment-state messages repeat per snapshot what the study prints once.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.ERROR)
+    if verbose == 0:  # "Wrote the latest version of all result files ..." at the end of every run
+        logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     # The mirror retries on its own, with backoff, from its thread: MLflow's own retries (minutes by default)
     # would only hold a failed request longer. A user's settings win.
