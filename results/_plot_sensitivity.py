@@ -61,37 +61,24 @@ def sensitivity_figure(table: pd.DataFrame, *, loss: str, params: str | Sequence
     statuses = list(statuses)
     figure, axes = panel_grid(len(names))
     for ax, param in zip(axes, names):
-        curve_statuses, apart = _equal_budget(table, loss, param, metric, statuses)
-        curve = sensitivity(table, loss=loss, param=param, metric=metric, bins=bins, statuses=curve_statuses)
-        # The points: with statuses, the trials that ran every epoch apart from those stopped early, whether or
-        # not there were enough of the former for a curve of their own.
+        # With statuses, the trials that ran every epoch are points apart from those stopped early (or running).
         early = _early(table, statuses)
-        full = [s for s in statuses if Status(s) not in early] if early else statuses
+        full = [s for s in statuses if Status(s) not in early]
+        if not full:  # only the early ones asked for: nothing to set them apart from
+            early, full = set(), statuses
         points = _points_or_none(table, loss, param, metric, full)
-        if points is None:
-            points = sensitivity_points(table, loss=loss, param=param, metric=metric, statuses=curve_statuses)
-            full = curve_statuses
         stopped = _points_or_none(table, loss, param, metric, sorted(early, key=lambda s: s.value))
-        _panel(ax, curve, points, stopped, full_budget=bool(early), mixed=not apart and bool(early))
+        # The curve compares trials at the full budget when there are enough of them; else it mixes budgets.
+        equal = bool(early) and points is not None and len(points) >= 2 * MIN_PER_BIN
+        curve = sensitivity(table, loss=loss, param=param, metric=metric, bins=bins,
+                            statuses=full if equal else statuses)
+        if points is None:  # no trial ran every epoch: every point is one stopped early
+            points = stopped.iloc[:0] if stopped is not None else \
+                sensitivity_points(table, loss=loss, param=param, metric=metric, statuses=statuses)
+        _panel(ax, curve, points, stopped, full_budget=bool(early), mixed=bool(early) and not equal)
     # Two lines: one panel is too narrow for "<loss>: <metric> against its hyperparameters" on one.
     figure.suptitle(f"{loss}\n{metric} against its hyperparameters", fontsize="medium")
     return figure
-
-
-def _equal_budget(table: pd.DataFrame, loss: str, param: str, metric: str,
-                  statuses: list[Status | str]) -> tuple[list[Status | str], list[Status | str]]:
-    """(statuses the curve is drawn from, statuses drawn apart): with enough completed trials, the curve compares
-    trials at the full budget and the ones stopped early (or still running) are marked apart."""
-    wanted = {Status(s) for s in statuses}
-    if "status" not in table.columns or Status.COMPLETED not in wanted or wanted == {Status.COMPLETED}:
-        return statuses, []
-    try:
-        completed = sensitivity_points(table, loss=loss, param=param, metric=metric, statuses=[Status.COMPLETED])
-    except ValueError:
-        return statuses, []
-    if len(completed) < 2 * MIN_PER_BIN:
-        return statuses, []
-    return [Status.COMPLETED], sorted(wanted - {Status.COMPLETED}, key=lambda s: s.value)
 
 
 def _early(table: pd.DataFrame, statuses: list[Status | str]) -> set[Status]:
@@ -154,7 +141,8 @@ def _panel(ax: Axes, curve: pd.DataFrame, points: pd.DataFrame, stopped: pd.Data
         ax.text(0.5, 0.02, f"too few trials for a curve (needs {MIN_PER_BIN} per bin)", transform=ax.transAxes,
                 ha="center", va="bottom", fontsize="small", color="0.35")
     if curve.attrs.get("log"):
-        _log_axis(ax, float(np.nanmin(x.to_numpy(dtype=float))), float(np.nanmax(x.to_numpy(dtype=float))))
+        every = pd.concat([points.iloc[:, 0], *([] if stopped is None else [stopped.iloc[:, 0]])]).to_numpy(dtype=float)
+        _log_axis(ax, float(np.nanmin(every)), float(np.nanmax(every)))
     ax.set_xlabel(str(curve.attrs.get("param", "")))
     ax.set_ylabel(str(curve.attrs.get("metric", "")))
     ax.legend(fontsize="small")
