@@ -114,9 +114,15 @@ class PartTable:
         self.filesystem, self.path = resolve_filesystem(location)
         self.schema = schema
         self.fanout = fanout
-        parts = self.parts()
-        # A restored study continues after the last part.
-        self.next_seq = parts[-1].hi + 1 if parts else 0
+        self._next_seq: int | None = None  # listed at the first append: a reader never needs it
+
+    @property
+    def next_seq(self) -> int:
+        """The number the next part gets: a restored study continues after the last part."""
+        if self._next_seq is None:
+            parts = self.parts()
+            self._next_seq = parts[-1].hi + 1 if parts else 0
+        return self._next_seq
 
     # -- listing ---------------------------------------------------------------------------------------------
 
@@ -146,7 +152,7 @@ class PartTable:
         table = pa.Table.from_pylist(list(rows), schema=self.schema)
         location = join(self.location, f"part-{self.next_seq:06d}-{uuid.uuid4().hex[:8]}.parquet")
         write_atomic(location, lambda file: pq.write_table(table, file))
-        self.next_seq += 1
+        self._next_seq = self.next_seq + 1
         return location
 
     def compact(self) -> list[Part]:

@@ -125,9 +125,9 @@ class ProgressPrinter(Callback):
         if value is not None and (best is None or self.sign * value > self.sign * best[0]):
             self._best[trial.trial_id] = (float(value), int(epoch))
 
-    def _line(self, trial: Any, outcome: str) -> None:
+    def _line(self, trial: Any, kind: str, outcome: str) -> None:
         self._done += 1
-        self._outcomes[outcome.split()[0]] += 1
+        self._outcomes[kind] += 1
         best = self._best.pop(trial.trial_id, None)
         self._epochs.pop(trial.trial_id, None)
         if best is not None and (self._study_best is None or self.sign * best[0] > self.sign * self._study_best):
@@ -142,11 +142,13 @@ class ProgressPrinter(Callback):
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         epochs = self._epochs.get(trial.trial_id, 0)
         planned = int(trial.config.get("train.epochs", self.max_epochs))
-        outcome = f"completed {epochs} epochs" if epochs >= planned else f"stopped at {epochs}/{planned} epochs"
-        self._line(trial, outcome)
+        if epochs >= planned:
+            self._line(trial, "completed", f"completed {epochs} epochs")
+        else:
+            self._line(trial, "stopped", f"stopped at {epochs}/{planned} epochs")
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._line(trial, f"error at epoch {self._epochs.get(trial.trial_id, 0) + 1}")
+        self._line(trial, "error", f"error at epoch {self._epochs.get(trial.trial_id, 0) + 1}")
 
 
 def _duration(seconds: float) -> str:

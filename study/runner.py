@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,7 +128,7 @@ def _flat(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return out
 
 
-def _study_params(config: StudyConfig, sampled: Mapping[str, Any] = {}) -> dict[str, Any]:  # noqa: B006 - read only
+def _study_params(config: StudyConfig, sampled: Iterable[str] = ()) -> dict[str, Any]:
     """What is fixed for the study, as MLflow params, each under its YAML key path (`train.lr`, `model.trunk`):
     the loss and miner and whatever `sampled` names vary per trial and are each trial run's params instead."""
     train = config.train.to_dict()

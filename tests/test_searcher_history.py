@@ -114,7 +114,7 @@ def test_searcher_studies_stay_bounded_and_reproducible(tmp_path):
 def test_a_trial_open_across_a_replacement_is_learned_by_the_new_study():
     searcher = OptunaSearcher(_space(), metric="recall@1", mode=Mode.MAX, max_epochs=1, seed=1, history=10)
     searcher.suggest("open")
-    loss = next(iter(searcher._trials["open"][0:1]))  # the loss it was given
+    loss = searcher._trials["open"][0]  # the loss it was given
     before = searcher.studies[loss]
     _run(searcher, 0, 80)
     assert searcher.studies[loss] is not before  # replaced while "open" ran

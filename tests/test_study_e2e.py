@@ -236,29 +236,6 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def mlflow_server(tmp_path):
-    port = _free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-               "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("mlflow server did not start within 60 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-
-
-@pytest.fixture()
 def mlflow_server_process(tmp_path):
     """(url, stop, start) of an MLflow server that a test can stop and start again on the same port and store."""
     port = _free_port()
@@ -283,6 +260,13 @@ def mlflow_server_process(tmp_path):
         stop()
     except ProcessLookupError:
         pass
+
+
+@pytest.fixture()
+def mlflow_server(mlflow_server_process):
+    """The URL of an MLflow server for the test (stopped after it)."""
+    url, _, _ = mlflow_server_process
+    return url
 
 
 def _healthy(url: str) -> bool:
