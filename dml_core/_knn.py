@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import enum
 import threading
+from types import ModuleType
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import faiss
 import numpy as np
 import torch
 
@@ -56,6 +56,13 @@ _DENSE_GROUPS_COLUMNS = 0.2
 # Relative slack of the screen: far above float32 rounding of the keys (~1e-7), so no admissible entry is screened
 # out, and small enough to let hardly any extra entry through.
 _SCREEN_SLACK = 1e-5
+
+
+def _faiss() -> ModuleType:
+    """faiss, imported on first use: the TORCH backend (the GPU path) and hosts without faiss never load it."""
+    import faiss
+
+    return faiss
 
 
 class KnnBackend(enum.Enum):
@@ -175,15 +182,15 @@ def _cluster_order(x: torch.Tensor, block: int) -> np.ndarray:
     if n <= block:
         return np.arange(n)
     data = x.numpy()
-    kmeans = faiss.Kmeans(data.shape[1], -(-n // _SEED_TILE), niter=8, seed=1234, max_points_per_centroid=32,
+    kmeans = _faiss().Kmeans(data.shape[1], -(-n // _SEED_TILE), niter=8, seed=1234, max_points_per_centroid=32,
                           min_points_per_centroid=1)
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # tiny work: OpenMP start-up would cost more than it saves
+    threads = _faiss().omp_get_max_threads()
+    _faiss().omp_set_num_threads(1)  # tiny work: OpenMP start-up would cost more than it saves
     try:
         kmeans.train(data)
         _, assigned = kmeans.index.search(data, 1)  # (N, 1)
     finally:
-        faiss.omp_set_num_threads(threads)
+        _faiss().omp_set_num_threads(threads)
     return np.argsort(assigned[:, 0], kind="stable")
 
 
@@ -206,15 +213,15 @@ def _run_blocks(process: Callable[[int, int], None], n_blocks: int, done: Callab
     workers = min(torch.get_num_threads(), n_blocks)
     queue = _PairQueue(pairs, n_blocks)
     if workers <= 1:
-        faiss_threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)  # add_sparse needs one-threaded faiss; this thread's setting only
+        faiss_threads = _faiss().omp_get_max_threads()
+        _faiss().omp_set_num_threads(1)  # add_sparse needs one-threaded faiss; this thread's setting only
         try:
             for pair in pairs:
                 process(*pair)
                 for b in queue.finish(pair):
                     done(b)
         finally:
-            faiss.omp_set_num_threads(faiss_threads)
+            _faiss().omp_set_num_threads(faiss_threads)
         return
 
     def work() -> None:
@@ -284,7 +291,7 @@ class _PairQueue:
 def _one_thread_per_kernel() -> None:
     # torch's intra-op and MKL threads and faiss's OpenMP threads are per calling thread here.
     torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
+    _faiss().omp_set_num_threads(1)
 
 
 def _exact_rows(x: torch.Tensor, rows: np.ndarray, depths: np.ndarray, width: int) -> np.ndarray:
@@ -519,19 +526,19 @@ class _TopKHeaps:
         self.keys = keys  # (n, k) contiguous; keys[:, 0] is each heap's largest
         self.k = keys.shape[1]
         self.ids = ids  # (n, k) contiguous
-        self.heaps = faiss.float_maxheap_array_t()
+        self.heaps = _faiss().float_maxheap_array_t()
         self.heaps.nh, self.heaps.k = keys.shape
-        self.heaps.val = faiss.swig_ptr(keys)
-        self.heaps.ids = faiss.swig_ptr(ids)
+        self.heaps.val = _faiss().swig_ptr(keys)
+        self.heaps.ids = _faiss().swig_ptr(ids)
 
     def add_dense(self, keys: np.ndarray, ids: np.ndarray, *, row0: int) -> None:
         """Offer a contiguous (rows, cols) block of keys to rows row0..; `ids` (cols,) the same for every row."""
-        self.heaps.addn_with_ids(keys.shape[1], faiss.swig_ptr(keys), faiss.swig_ptr(ids), 0, row0, keys.shape[0])
+        self.heaps.addn_with_ids(keys.shape[1], _faiss().swig_ptr(keys), _faiss().swig_ptr(ids), 0, row0, keys.shape[0])
 
     def add_rows(self, keys: np.ndarray, ids: np.ndarray, *, row0: int) -> None:
         """Offer (rows, m) keys with their own (rows, m) ids to rows row0.."""
         keys, ids = np.ascontiguousarray(keys), np.ascontiguousarray(ids)
-        self.heaps.addn_with_ids(keys.shape[1], faiss.swig_ptr(keys), faiss.swig_ptr(ids), keys.shape[1], row0,
+        self.heaps.addn_with_ids(keys.shape[1], _faiss().swig_ptr(keys), _faiss().swig_ptr(ids), keys.shape[1], row0,
                                  keys.shape[0])
 
     def add_sparse(self, rows: np.ndarray, keys: np.ndarray, ids: np.ndarray) -> None:
@@ -540,8 +547,8 @@ class _TopKHeaps:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         keys = np.ascontiguousarray(keys, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        self.heaps.addn_query_subset_with_ids(len(rows), faiss.swig_ptr(rows), 1, faiss.swig_ptr(keys),
-                                              faiss.swig_ptr(ids), 1)
+        self.heaps.addn_query_subset_with_ids(len(rows), _faiss().swig_ptr(rows), 1, _faiss().swig_ptr(keys),
+                                              _faiss().swig_ptr(ids), 1)
 
     def sorted(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, ids), each row by increasing (key, id)."""

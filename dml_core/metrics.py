@@ -37,11 +37,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import faiss
 import numpy as np
 import torch
 
-from dml_core._knn import KnnBackend, default_backend, nearest_neighbors
+from dml_core._knn import KnnBackend, _faiss, default_backend, nearest_neighbors
 
 __all__ = ["KnnBackend", "normalized_mutual_info", "retrieval_metrics"]
 
@@ -123,7 +122,7 @@ def _kmeans_assignments(x: torch.Tensor, n_clusters: int, seed: int) -> np.ndarr
     """Cluster of each embedding: faiss k-means with PML's settings (20 iterations, faiss's subsampling)."""
     data = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
     # min_points_per_centroid=1 only silences faiss's "too few points" warning; it does not change the result.
-    kmeans = faiss.Kmeans(data.shape[1], n_clusters, niter=20, seed=seed, min_points_per_centroid=1)
+    kmeans = _faiss().Kmeans(data.shape[1], n_clusters, niter=20, seed=seed, min_points_per_centroid=1)
     kmeans.train(data)
     _, assigned = kmeans.index.search(data, 1)  # (N, 1)
     return assigned[:, 0]

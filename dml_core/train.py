@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from dml_core.config import OptimizerName, Precision, Schedule, TrainConfig
-from dml_core.data import DMLDataset, load_dataset
+from dml_core.data import BatchSource, DMLDataset, load_dataset, serve_batches
 from dml_core.losses import make_loss
 from dml_core.metrics import retrieval_metrics
 from dml_core.miners import Miner, make_miner
@@ -145,15 +145,14 @@ def _augmentation_seed(seed: int, epoch: int) -> int:
 
 def _batches(dataset: DMLDataset, sampler: MPerClassSampler, config: TrainConfig, device: torch.device,
              epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Training batches: in-memory data is indexed directly (no worker or collate cost); disk data via a loader."""
-    if hasattr(dataset, "get_batch"):
-        for indices in sampler:
-            images, labels = dataset.get_batch(torch.as_tensor(indices))
-            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    """Training batches: a batch source (in memory, or the decoded disk cache) serves whole batches, augmented on
+    the device from the epoch's generator; other disk data comes through a DataLoader."""
+    seed = _augmentation_seed(config.seed, epoch)
+    if isinstance(dataset, BatchSource):
+        yield from serve_batches(dataset, sampler, device, torch.Generator().manual_seed(seed))
         return
     # torchvision's random transforms draw from torch's global RNG: in the main process (num_workers=0) we fork
     # and seed it for the epoch; workers are seeded from the loader's generator (base seed + worker id).
-    seed = _augmentation_seed(config.seed, epoch)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers,
                                          pin_memory=device.type == "cuda",
                                          generator=torch.Generator().manual_seed(seed))
@@ -169,9 +168,10 @@ def embed(model: nn.Module, dataset: DMLDataset, *, batch_size: int, device: tor
     """Embeddings (N, D) float32 and labels (N,) of a whole dataset, in dataset order."""
     model.eval()
     chunks: list[torch.Tensor] = []
-    if hasattr(dataset, "get_batch"):
+    if isinstance(dataset, BatchSource):
         order = torch.arange(len(dataset))
-        batches: Any = (dataset.get_batch(order[i:i + batch_size]) for i in range(0, len(dataset), batch_size))
+        batches: Any = serve_batches(dataset, (order[i:i + batch_size] for i in range(0, len(dataset), batch_size)),
+                                     device)
     else:
         batches = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                               num_workers=num_workers, pin_memory=device.type == "cuda")
@@ -338,7 +338,12 @@ def _train_epoch(epoch: int, model: nn.Module, loss_fn: nn.Module, miner: Miner,
     """One pass over the sampler's batches; returns the mean loss."""
     model.train()
     loss_fn.train()
-    total, steps = 0.0, 0
+    # On a GPU, reading the loss every step makes the host wait for the device every step, and the next batch's
+    # launches then start only after it: the losses are read every `_CHECK_EVERY` steps instead (a divergence is
+    # still reported with its step; the few steps after it only touch a model that is being discarded). On the
+    # CPU there is nothing to overlap: every step is checked before its update, as always.
+    check_every = _CHECK_EVERY if device.type == "cuda" else 1
+    checks = _StepChecks(epoch)
     for step, (images, labels) in enumerate(batches, start=1):
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
@@ -347,17 +352,45 @@ def _train_epoch(epoch: int, model: nn.Module, loss_fn: nn.Module, miner: Miner,
         embeddings = embeddings.float()  # losses run in fp32: margins and exponentials are fragile in half
         mined = miner(embeddings.detach(), labels)  # None from the "none" miner
         loss = loss_fn(embeddings, labels, mined)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise NonFiniteLossError(epoch, step, value)
-        if not bool(torch.isfinite(embeddings).all()):
-            raise NonFiniteLossError(epoch, step, float("nan"), what="embeddings")
+        checks.add(step, loss.detach(), torch.isfinite(embeddings.detach()).all())
+        if step % check_every == 0:
+            checks.settle()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         if scheduler is not None:
             scheduler.step()
-        total += value
-        steps += 1
-    return total / max(steps, 1)
+    checks.settle()
+    return checks.total / max(checks.steps, 1)
+
+
+_CHECK_EVERY = 16  # GPU steps between reads of the loss: one host-device sync per 16 steps instead of per step
+
+
+class _StepChecks:
+    """The steps' losses and embedding checks, kept on the device until `settle` reads them all in one sync;
+    raises NonFiniteLossError for the first bad step. The sum is taken in step order in Python floats, so the
+    epoch's mean loss is the same whenever the steps are read."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.total, self.steps = 0.0, 0
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def add(self, step: int, loss: torch.Tensor, embeddings_finite: torch.Tensor) -> None:
+        self._pending.append((step, loss, embeddings_finite))
+
+    def settle(self) -> None:
+        if not self._pending:
+            return
+        values = torch.stack([loss.float() for _, loss, _ in self._pending]).tolist()
+        finite = torch.stack([ok for _, _, ok in self._pending]).tolist()
+        for (step, _, _), value, ok in zip(self._pending, values, finite):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(self.epoch, step, value)
+            if not ok:
+                raise NonFiniteLossError(self.epoch, step, float("nan"), what="embeddings")
+            self.total += value
+            self.steps += 1
+        self._pending.clear()

@@ -10,12 +10,19 @@ import scipy.io
 import torch
 from PIL import Image
 
-from dml_core.data import (DATASETS, DatasetSplit, DMLDataset, ImageOptions, InMemoryDataset, dataset_options,
-                           load_dataset)
+from dml_core.data import (DATASETS, BatchSource, DatasetSplit, DecodedImageDataset, DMLDataset, ImageOptions,
+                           InMemoryDataset, dataset_options, load_dataset)
 from dml_core.data.base import class_groups
+from dml_core.data.cache import CACHE_ENV
 
 SIZE = 16  # small transforms keep the tests fast; layouts are what is under test
 OPTIONS = {"image_size": SIZE, "resize_size": 20}
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded caches of these throwaway trees go to a temporary directory, not the user's cache."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("decoded-cache")))
 
 
 def _jpeg(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> None:
@@ -94,10 +101,17 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(params=sorted(LAYOUTS))
+PIPELINES = {"decoded": True, "jpeg": False}  # decoded_cache: decoded once and augmented batch-wise, or per JPEG
+
+
+@pytest.fixture(params=[(layout, pipeline) for layout in sorted(LAYOUTS) for pipeline in PIPELINES],
+                ids=lambda p: "-".join(p))
 def disk_split(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, DatasetSplit]:
-    build, *_ = LAYOUTS[request.param]
-    return request.param, load_dataset(request.param, root=build(tmp_path), **OPTIONS)
+    layout, pipeline = request.param
+    build, *_ = LAYOUTS[layout]
+    root = build(tmp_path / "data")
+    return layout, load_dataset(layout, root=root, decoded_cache=PIPELINES[pipeline],
+                                cache_dir=str(tmp_path / "cache"), **OPTIONS)
 
 
 def test_disk_split_sizes_and_contiguous_labels(disk_split: tuple[str, DatasetSplit]) -> None:
@@ -121,10 +135,11 @@ def test_disk_items_are_normalised_float_images(disk_split: tuple[str, DatasetSp
     assert image.min() < 0 < image.max()  # ImageNet-normalised, not [0, 1]
 
 
-def test_disk_datasets_have_no_get_batch(disk_split: tuple[str, DatasetSplit]) -> None:
-    """The trainer picks the DataLoader path with hasattr(dataset, "get_batch"): disk data must not offer it."""
+def test_disk_datasets_serve_batches_only_through_the_decoded_cache(disk_split: tuple[str, DatasetSplit]) -> None:
+    """The trainer serves a BatchSource batch-wise and reads anything else through a DataLoader; both kinds of
+    disk data also work item by item in a DataLoader."""
     _, split = disk_split
-    assert not hasattr(split.train, "get_batch")
+    assert isinstance(split.train, BatchSource) == isinstance(split.train, DecodedImageDataset)
     batch, labels = next(iter(torch.utils.data.DataLoader(split.train, batch_size=3)))
     assert batch.shape == (3, 3, SIZE, SIZE) and labels.shape == (3,)
 
@@ -201,17 +216,21 @@ def test_missing_listed_image(tmp_path: Path) -> None:
     gone = tmp_path / "images" / "101.Bird_101" / "Bird_101_1.jpg"
     gone.unlink()
     with pytest.raises(FileNotFoundError, match="1 listed image file"):
-        load_dataset("cub200", root=tmp_path)
+        load_dataset("cub200", root=tmp_path, cache_dir=str(tmp_path / "cache"))
 
 
 def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
-    _folder(tmp_path)
-    bad = tmp_path / "ant" / "img0.JPG"
+    """The JPEG path finds it when the item is read; the decoded cache when it is built, and builds nothing."""
+    _folder(tmp_path / "data")
+    bad = tmp_path / "data" / "ant" / "img0.JPG"
     bad.write_bytes(b"not a jpeg at all")
-    split = load_dataset("imagefolder", root=tmp_path, **OPTIONS)
+    split = load_dataset("imagefolder", root=tmp_path / "data", decoded_cache=False, **OPTIONS)
     index = split.train.paths.index(str(bad))
     with pytest.raises(ValueError, match=f"cannot read image file {bad}"):
         split.train[index]
+    with pytest.raises(ValueError, match=f"cannot read image file {bad}"):
+        load_dataset("imagefolder", root=tmp_path / "data", cache_dir=str(tmp_path / "cache"), **OPTIONS)
+    assert not list((tmp_path / "cache").rglob("*.bin")), "nothing half-written is left behind"
 
 
 def test_malformed_lines_are_reported(tmp_path: Path) -> None:
@@ -256,7 +275,8 @@ def test_registry_and_unknown_names() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"image_size": 0}, {"image_size": 2.5}, {"image_size": True},
-                                 {"image_size": 64, "resize_size": 32}, {"min_crop_scale": 0.0}])
+                                 {"image_size": 64, "resize_size": 32}, {"min_crop_scale": 0.0},
+                                 {"decoded_cache": "yes"}, {"cache_dir": 3}])
 def test_image_options_validation(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         ImageOptions(**bad)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from dml_core.config import DatasetConfig, ModelConfig, TrainConfig
 from dml_core.data import load_dataset
 from dml_core.errors import ConfigError
 from dml_core.mode import Mode
-from dml_core.train import NonFiniteLossError, train
+from dml_core.train import NonFiniteLossError, _StepChecks, train
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -89,6 +89,26 @@ def test_divergence_raises_non_finite_loss_error_that_pickles():
     assert str(again) == str(error) and again.epoch == 1 and again.step >= 1
 
 
+def test_step_checks_read_late_still_name_the_first_bad_step_and_sum_in_order():
+    """On a GPU the losses are read every few steps in one sync: the first bad step is still the one reported,
+    and the epoch's sum is the one per-step reads give."""
+    checks = _StepChecks(epoch=3)
+    values = [0.1, 0.2, 1e-8, 7.0]
+    for step, value in enumerate(values, start=1):
+        checks.add(step, torch.tensor(value), torch.tensor(True))
+    checks.settle()
+    expected = 0.0
+    for value in values:
+        expected += torch.tensor(value).item()
+    assert checks.total == expected and checks.steps == 4
+    checks.add(5, torch.tensor(1.0), torch.tensor(True))
+    checks.add(6, torch.tensor(2.0), torch.tensor(False))  # embeddings went non-finite, the loss did not
+    checks.add(7, torch.tensor(float("nan")), torch.tensor(True))
+    with pytest.raises(NonFiniteLossError) as info:
+        checks.settle()
+    assert (info.value.epoch, info.value.step, info.value.what) == (3, 6, "embeddings")
+
+
 def test_fold_evaluates_on_held_out_training_classes():
     split = load_dataset("glyphs", **GLYPHS)
     folds = split.folds(4)
@@ -128,23 +148,27 @@ def _image_folder(root):
     return str(root)
 
 
-def _disk_config(root, **changes):
-    fields = dict(dataset=DatasetConfig("imagefolder", root, {"image_size": 32}),
+def _disk_config(root, decoded_cache=False, **changes):
+    options = {"image_size": 32, "decoded_cache": decoded_cache, "cache_dir": str(root) + "-cache"}
+    fields = dict(dataset=DatasetConfig("imagefolder", root, options),
                   model=ModelConfig("resnet18", embedding_dim=8), batch_size=8, m_per_class=2, epochs=1,
                   batches_per_epoch=2, loss="contrastive")
     return TrainConfig(**{**fields, **changes})
 
 
-def test_disk_dataset_through_a_dataloader(tmp_path):
-    summary = train(_disk_config(_image_folder(tmp_path)))
+@pytest.mark.parametrize("decoded_cache", [True, False], ids=["decoded-cache", "jpeg"])
+def test_disk_dataset_trains(tmp_path, decoded_cache):
+    summary = train(_disk_config(_image_folder(tmp_path), decoded_cache))
     assert summary.epochs_run == 1 and 0.0 <= summary.last_metrics["recall@1"] <= 1.0
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_disk_dataset_random_augmentation_is_seeded_and_resumes_exactly(tmp_path, num_workers):
-    """Random crops and flips draw from the run's seed, in the main process or in loader workers: the same seed
-    gives the same metrics, whatever the caller did to torch's global RNG, and 1 + 1 epochs equal 2."""
-    config = _disk_config(_image_folder(tmp_path), epochs=2, num_workers=num_workers)
+@pytest.mark.parametrize("decoded_cache, num_workers", [(True, 0), (False, 0), (False, 1)],
+                         ids=["decoded-cache", "jpeg", "jpeg-loader-worker"])
+def test_disk_dataset_random_augmentation_is_seeded_and_resumes_exactly(tmp_path, decoded_cache, num_workers):
+    """Random crops and flips draw from the run's seed: on the device from the decoded cache, in the main process
+    or in loader workers from JPEGs. The same seed gives the same metrics, whatever the caller did to torch's
+    global RNG, and 1 + 1 epochs equal 2."""
+    config = _disk_config(_image_folder(tmp_path), decoded_cache, epochs=2, num_workers=num_workers)
     torch.manual_seed(123)
     straight = train(config)
     torch.manual_seed(456)

@@ -1,7 +1,8 @@
 """Datasets: `load_dataset(name, *, root=None, **options) -> DatasetSplit`, an explicit name table, no downloads.
 
 - `glyphs` (default, generated offline from matplotlib's fonts, cached): options in `GlyphOptions`.
-- `cub200`, `cars196`, `sop`, `imagefolder` (read from `root`, decoded lazily): options in `ImageOptions`.
+- `cub200`, `cars196`, `sop`, `imagefolder` (read from `root`; decoded once into a memory-mapped cache and
+  augmented on the device, or decoded per item with `decoded_cache=False`): options in `ImageOptions`.
 
 A `DatasetSplit` has class-disjoint `.train` and `.test` `DMLDataset`s and `.folds(k)`, k class-disjoint
 (train, val) splits of the training classes. Unknown names or options raise ValueError listing the valid ones.
@@ -15,18 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from dml_core.data.base import DatasetSplit, DMLDataset
-from dml_core.names import check_known, lookup
 from dml_core.data.cars196 import load_cars196
 from dml_core.data.cub200 import load_cub200
+from dml_core.data.decoded_dataset import DecodedImageDataset
 from dml_core.data.glyphs import GlyphOptions, load_glyphs
 from dml_core.data.image_files import ImageFileDataset
 from dml_core.data.imagefolder import load_imagefolder
 from dml_core.data.in_memory import InMemoryDataset
+from dml_core.data.serving import BatchSource, serve_batches
 from dml_core.data.sop import load_sop
 from dml_core.data.transforms import ImageOptions
+from dml_core.names import check_known, lookup
 
-__all__ = ["DATASETS", "DatasetEntry", "DatasetSplit", "DMLDataset", "GlyphOptions", "ImageFileDataset",
-           "ImageOptions", "InMemoryDataset", "dataset_options", "load_dataset"]
+__all__ = ["DATASETS", "BatchSource", "DatasetEntry", "DatasetSplit", "DecodedImageDataset", "DMLDataset",
+           "GlyphOptions", "ImageFileDataset", "ImageOptions", "InMemoryDataset", "dataset_options", "load_dataset",
+           "serve_batches"]
 
 
 @dataclass(frozen=True)

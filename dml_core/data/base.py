@@ -43,8 +43,9 @@ class DMLDataset(Dataset[tuple[torch.Tensor, int]]):
     """A labelled image set: item i is `(image (C, H, W) float32, label int)`.
 
     `train` picks the transform: the training one (random augmentation) or the deterministic evaluation one.
-    Subclasses that hold their images in memory also offer `get_batch(indices)`; the trainer checks for it with
-    `hasattr`, so datasets read from disk must not define it.
+    Subclasses that can serve whole batches (in memory, or from the decoded disk cache) are a
+    `serving.BatchSource` (`host_batch`, `device_batch`) and offer `get_batch(indices, device=..., generator=...)`;
+    the trainer reads any other data set through a DataLoader.
     """
 
     labels: torch.Tensor  # (N,) int64, contiguous 0..num_classes-1

@@ -1,4 +1,8 @@
-"""Datasets of image files on disk, decoded lazily, and the checks that give one-line errors for bad layouts."""
+"""Datasets of image files on disk, and the checks that give one-line errors for bad layouts.
+
+`files_split` serves them through the decoded cache (`decoded_cache`, `decoded_dataset`: decoded once, augmented
+on the device) or, with `decoded_cache=False`, as `ImageFileDataset`s that decode each JPEG when indexed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,10 @@ import torch
 from PIL import Image
 
 from dml_core.data.base import DatasetSplit, DMLDataset, relabel
+from dml_core.data.cache import cache_dir
+from dml_core.data.decoded_cache import decoded_images
+from dml_core.data.decoded_dataset import DecodedImageDataset
+from dml_core.data.image_io import read_image
 from dml_core.data.transforms import ImageOptions, eval_transform, train_transform
 
 __all__ = ["ImageFileDataset", "require_root", "require_file", "files_split"]
@@ -30,15 +38,6 @@ def require_file(dataset: str, path: Path, layout: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"dataset {dataset!r}: {path} not found (expected {layout})")
     return path
-
-
-def read_image(path: str) -> Image.Image:
-    """The image at `path` as RGB; a one-line ValueError naming the file when it cannot be decoded."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot read image file {path}: {exc}") from exc
 
 
 class ImageFileDataset(DMLDataset):
@@ -72,7 +71,8 @@ def files_split(dataset: str, paths: Sequence[Path], labels: Sequence[int], clas
     """Train and test ImageFileDatasets from parallel lists; `labels` index `classes`.
 
     Every listed file must exist: a missing one is reported now, with the number missing, rather than by a
-    DataLoader worker hours into training.
+    DataLoader worker hours into training. With `options.decoded_cache` every image is decoded now (once per
+    node and set of files; later loads map the cache), so an unreadable image is reported now too.
     """
     missing = [p for p in paths if not p.is_file()]
     if missing:
@@ -83,10 +83,19 @@ def files_split(dataset: str, paths: Sequence[Path], labels: Sequence[int], clas
     if not train_mask.any() or train_mask.all():
         raise ValueError(f"dataset {dataset!r}: needs images in both the train and test classes, got "
                          f"{int(train_mask.sum())} train and {int((~train_mask).sum())} test images")
+    if options.decoded_cache:
+        images = decoded_images(dataset, paths, options.eval_resize, cache_dir(options.cache_dir))
+
+        def decoded(mask: torch.Tensor, train: bool) -> DMLDataset:
+            keep = mask.nonzero().flatten()
+            return DecodedImageDataset(images, keep, all_labels[keep], classes, image_size=options.image_size,
+                                       min_crop_scale=options.min_crop_scale, train=train)
+
+        return DatasetSplit(dataset, decoded(train_mask, True), decoded(~train_mask, False))
     names = [str(p) for p in paths]
     transforms = {"train_transform": train_transform(options), "eval_transform": eval_transform(options)}
 
-    def part(mask: torch.Tensor, train: bool) -> ImageFileDataset:
+    def part(mask: torch.Tensor, train: bool) -> DMLDataset:
         keep = mask.nonzero().flatten().tolist()
         return ImageFileDataset([names[i] for i in keep], all_labels[keep], classes, train=train, **transforms)
 

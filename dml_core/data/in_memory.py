@@ -43,12 +43,27 @@ class InMemoryDataset(DMLDataset):
         self._shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)],
                                    device=images.device).view(1, -1, 1, 1)
 
-    def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) int64 indices -> (images (B, C, H, W) float32, labels (B,) int64), on the images' device."""
-        indices = indices.to(self.images.device)
+    def host_batch(self, indices: torch.Tensor, *, pin: bool = False) -> torch.Tensor:
+        """Nothing to do on the host: the images are already one tensor, so the batch is its indices."""
+        return torch.as_tensor(indices, dtype=torch.int64)
+
+    def device_batch(self, host: torch.Tensor, device: torch.device | None = None,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) int64 indices -> (images (B, C, H, W) float32, labels (B,) int64) on `device` (default: the images'
+        device). `generator` is unused: in-memory images carry their augmentation already."""
+        indices = host.to(self.images.device)
         images = self.images[indices].float()  # (B, C, H, W)
         images = torch.addcmul(self._shift, images, self._scale)
-        return images, self._device_labels[indices]
+        labels = self._device_labels[indices]
+        if device is not None:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        return images, labels
+
+    def get_batch(self, indices: torch.Tensor, *, device: torch.device | str | None = None,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) int64 indices -> (images (B, C, H, W) float32, labels (B,) int64), on the images' device or
+        `device`."""
+        return self.device_batch(self.host_batch(indices), None if device is None else torch.device(device))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         images, labels = self.get_batch(torch.tensor([index]))
