@@ -13,12 +13,19 @@ deletes its inputs; a crash in between leaves inputs that the merged part covers
 
 Reading (`PartTable.snapshot`). The files present at any moment cover every part number 0..last at least once, and
 a file covering a range that other files cover holds exactly their rows. A reader lists the files, drops those
-that another listed file covers, and requires the rest to tile 0..last without a gap; it reads them, then lists
-again. A directory listing is not atomic: one that runs while a merge renames and deletes may miss both the merged
-part and some of its inputs. Such a listing shows a gap (an input in the middle missed) or ends early (the inputs
-at the end missed), and the second listing then holds a file that straddles the end of what was read. Either
-way, and when a listed file vanished before it was read, the reader starts again (a merge is milliseconds; it
-never waits long). So a reader sees the table exactly as it was at one moment: no row twice, none missing.
+that another listed file covers, and requires the rest to tile 0..last without a gap. A directory listing is not
+atomic, though (ext4 and pyarrow both tear it): one that runs while a merge renames and deletes may miss both the
+merged part and some of its inputs, and so show a gap, or end early, which no check of the listing can tell from
+an older table. So merges run under a sequence lock: the writer sets `_merges` (a counter in a file of its own,
+replaced atomically) odd before a merge writes and even after it deleted the inputs. A reader reads the counter,
+lists the parts and reads the counter again: the same even value twice means no merge ran under the listing, so
+it was of one moment (an append is one new file past the end: a listing that misses it is the table before it,
+consistent too). Part files never change, so reading them needs no lock: one that a later merge deleted before
+it was read makes the reader start again (a merge is milliseconds; it never waits long). So a reader sees the table exactly as it was at one
+moment: no row twice, none missing, never older than what a read that finished before it began saw. A writer
+killed inside a merge leaves the counter odd: a reader that finds it odd for `_ODD_PATIENCE_S` falls back to the
+listing checks alone (no merge runs then: a gapless listing, then a second listing in which no file straddles the
+end of what was read), and the next writer sets it even when it starts.
 `pandas.read_parquet(directory)` reads every table in one call too, without these checks: during the few
 milliseconds of a merge's deletes it may see a merged part next to its inputs.
 """
@@ -37,7 +44,14 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from dml_core.files import Location, join, resolve_filesystem, write_atomic
+from dml_core.files import (
+    Location,
+    join,
+    read_text,
+    resolve_filesystem,
+    write_atomic,
+    write_text,
+)
 
 __all__ = ["COMPACT_FANOUT", "Part", "PartTable", "live_parts", "parse_part"]
 
@@ -46,6 +60,10 @@ COMPACT_FANOUT = 8
 # Rows per row group of a merged part: large enough for fast scans, small enough to merge in bounded memory.
 _ROW_GROUP_ROWS = 128 * 1024
 _READ_ATTEMPTS = 50  # a reader starts again at most this often before it gives up (a merge takes milliseconds)
+_MERGES_FILE = "_merges"  # the merge counter; '_' keeps it out of pyarrow's and pandas' view of the table
+# How long a reader waits for an odd counter to turn even before it takes the writer for dead: far longer than a
+# merge of a study's parts takes, short enough that reading a study killed inside a merge stays quick.
+_ODD_PATIENCE_S = 2.0
 
 
 @dataclass(frozen=True, order=True)
@@ -115,6 +133,7 @@ class PartTable:
         self.schema = schema
         self.fanout = fanout
         self._next_seq: int | None = None  # listed at the first append: a reader never needs it
+        self._merges: int | None = None  # the merge counter, read at the writer's first merge
 
     @property
     def next_seq(self) -> int:
@@ -170,6 +189,13 @@ class PartTable:
         ordered = sorted(parts)
         if not _gapless([Part(p.lo - ordered[0].lo, p.hi - ordered[0].lo, p.path) for p in ordered]):
             raise ValueError(f"only neighbouring parts merge, got {[(p.lo, p.hi) for p in ordered]}")
+        self._set_merges(self._writer_merges() | 1)  # odd: readers of this moment start again
+        try:
+            return self._merge(ordered)
+        finally:
+            self._set_merges(self._writer_merges() + 1)  # even: the merge is whole (or failed before any delete)
+
+    def _merge(self, ordered: Sequence[Part]) -> Part:
         lo, hi = ordered[0].lo, ordered[-1].hi
         name = f"part-{lo:06d}-{hi:06d}-{uuid.uuid4().hex[:8]}.parquet"
         location = join(self.location, name)
@@ -193,12 +219,37 @@ class PartTable:
         return Part(lo, hi, f"{self.path}/{name}")
 
     def remove_covered(self) -> int:
-        """Delete the inputs of a merge that a crash left behind (covered by the merged part); returns how many."""
+        """Delete the inputs of a merge that a crash left behind (covered by the merged part); returns how many.
+        Run by a writer as it starts: it also ends the merge a crash left open in the counter."""
         listed = self._listed()
         live = set(live_parts(listed))
         covered = [p for p in listed if p not in live]
         self._delete(covered)
+        if self._writer_merges() % 2:
+            self._set_merges(self._writer_merges() + 1)
         return len(covered)
+
+    # -- the merge counter (a sequence lock; see the module docstring) ---------------------------------------
+
+    def read_merges(self) -> int:
+        """The merge counter as stored (0 before the first merge): odd while a merge is under way."""
+        try:
+            text = read_text(join(self.location, _MERGES_FILE))
+        except OSError:
+            return 0
+        try:
+            return int(text) if text is not None else 0
+        except ValueError:
+            return 0
+
+    def _writer_merges(self) -> int:
+        if self._merges is None:
+            self._merges = self.read_merges()
+        return self._merges
+
+    def _set_merges(self, value: int) -> None:
+        write_text(join(self.location, _MERGES_FILE), str(value))
+        self._merges = value
 
     def _delete(self, parts: Sequence[Part]) -> None:
         for part in parts:
@@ -228,19 +279,32 @@ class PartTable:
         `read` defaults to reading them into one table. Retries while merges run under it."""
         read = read or (lambda parts: self.read_parts(parts))
         previous: list[Part] | None = None
-        for _ in range(_READ_ATTEMPTS):
+        attempts = 0
+        odd_since: float | None = None
+        while attempts < _READ_ATTEMPTS:
+            before = self.read_merges()
+            if before % 2:
+                odd_since = odd_since if odd_since is not None else time.monotonic()
+                if time.monotonic() - odd_since < _ODD_PATIENCE_S:
+                    time.sleep(0.002)  # a merge is under way: it takes milliseconds
+                    continue
+                # Odd for long: a writer killed inside a merge, so no merge runs now; the listing checks suffice.
+            attempts += 1
+            guarded = before % 2 == 0
             parts = self.parts()
+            if guarded and self.read_merges() != before:
+                continue  # a merge ran under the listing
             if not _gapless(parts) and parts != previous:
-                # A merge in flight, or a gap for good (a part lost outside the study): the same listing twice.
+                # A torn listing, or a gap for good (a part lost outside the study): the same listing twice.
                 previous = parts
                 time.sleep(0.005)
                 continue
             try:
-                value = read(parts)
+                value = read(parts)  # the files are immutable: once listed whole, reading them needs no lock
             except FileNotFoundError:
-                continue
+                continue  # a merge since the listing replaced one
             end = parts[-1].hi if parts else -1
-            if not any(p.lo <= end < p.hi for p in self._listed()):
+            if guarded or not any(p.lo <= end < p.hi for p in self._listed()):
                 return parts, value
         raise OSError(f"{self.location} kept changing under {_READ_ATTEMPTS} reads; is a second writer at work?")
 

@@ -29,14 +29,27 @@ time.sleep(120)
 def test_a_study_killed_while_mlflow_creates_its_store_leaves_no_broken_store(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    outcomes = []
-    for attempt, delay in enumerate((0.3, 0.8, 1.3, 1.8, 2.5, 4.0)):
+    def launch(attempt: int) -> tuple[subprocess.Popen[str], Path, str]:
         db = tmp_path / f"mlflow-{attempt}.db"
-        uri = f"sqlite:///{db}"
-        process = subprocess.Popen([sys.executable, "-c", _MIRROR, uri, str(tmp_path / f"progress-{attempt}.json")],
+        process = subprocess.Popen([sys.executable, "-c", _MIRROR, f"sqlite:///{db}",
+                                    str(tmp_path / f"progress-{attempt}.json")],
                                    cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert process.stdout is not None and process.stdout.readline().strip() == "started"
-        time.sleep(delay)  # somewhere in MLflow's migrations, or after them
+        return process, db, f"sqlite:///{db}"
+
+    # How long making a store takes here and now (seconds on an idle machine, far more on a loaded one): the
+    # kills below are placed as fractions of it, so that they land inside the migrations on any machine.
+    process, db, _ = launch(0)
+    started = time.monotonic()
+    while not db.exists() and time.monotonic() - started < 120:
+        time.sleep(0.05)
+    took = time.monotonic() - started
+    process.kill()
+    process.wait()
+    outcomes = []
+    for attempt, fraction in enumerate((0.1, 0.3, 0.5, 0.7, 0.9, 2.0), start=1):
+        process, db, uri = launch(attempt)
+        time.sleep(fraction * took)  # somewhere in MLflow's migrations, or after them
         process.send_signal(signal.SIGKILL)
         process.wait()
         if db.exists():
@@ -44,4 +57,4 @@ def test_a_study_killed_while_mlflow_creates_its_store_leaves_no_broken_store(tm
             outcomes.append("whole" if experiments else "empty")
         else:
             outcomes.append("none")
-    assert "none" in outcomes and "whole" in outcomes, outcomes  # killed both before and after the store was made
+    assert "none" in outcomes and "whole" in outcomes, (took, outcomes)  # killed before and after it was made

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -49,8 +50,9 @@ def test_compaction_keeps_parts_logarithmic_and_rows_in_write_order(tmp_path, fa
         assert len(table.parts()) <= (fanout - 1) * (1 + math.log(seq + 1, fanout)) + 1e-9
     expected = [(f"t{s}", i) for s in range(n) for i in range(3)]
     assert _keys(table.read()) == expected
-    files = sorted(p.name for p in (tmp_path / "t.parquet").iterdir())
+    files = sorted(p.name for p in (tmp_path / "t.parquet").glob("*.parquet"))
     assert len(files) == len(table.parts()) < 3 * fanout  # the inputs are gone: plain pandas reads it too
+    assert table.read_merges() % 2 == 0 and table.read_merges() > 0  # no merge left open
     frame = pd.read_parquet(tmp_path / "t.parquet")
     assert sorted(zip(frame["trial_id"], frame["epoch"])) == sorted(expected)
     again = PartTable(tmp_path / "t.parquet", SCHEMA, fanout=fanout)
@@ -67,11 +69,11 @@ def test_merge_inputs_left_by_a_crash_are_never_read_twice_and_removed_on_start(
     for part in inputs[:2]:
         pq_copy = Path(part.path)
         pa.parquet.write_table(pa.Table.from_pylist(_rows(part.lo), schema=SCHEMA), pq_copy)
-    assert len(list((tmp_path / "t.parquet").iterdir())) == 4
+    assert len(list((tmp_path / "t.parquet").glob("part-*"))) == 4
     assert _keys(table.read()) == [(f"t{s}", i) for s in range(3) for i in range(3)]
     assert table.parts() == [merged, inputs[2]]
     assert table.remove_covered() == 2
-    assert len(list((tmp_path / "t.parquet").iterdir())) == 2
+    assert len(list((tmp_path / "t.parquet").glob("part-*"))) == 2
 
 
 def test_a_write_that_fails_takes_no_part_number(tmp_path, monkeypatch):
@@ -119,6 +121,22 @@ def test_a_reader_looping_while_a_writer_compacts_sees_no_row_twice_and_none_mis
         reads += 1
     writer.join()
     assert writer.exitcode == 0 and last == 1499 and reads > 20 and merges_seen
+
+
+def test_a_merge_left_open_by_a_killed_writer_delays_readers_briefly_and_the_next_writer_closes_it(tmp_path):
+    table = PartTable(tmp_path / "t.parquet", SCHEMA, fanout=2)
+    for seq in range(4):
+        table.append(_rows(seq))
+        table.compact()
+    (tmp_path / "t.parquet" / "_merges").write_text(str(table.read_merges() + 1))  # killed inside a merge
+    started = time.monotonic()
+    assert len(PartTable(tmp_path / "t.parquet", SCHEMA).read()) == 12  # read with the listing checks alone
+    assert time.monotonic() - started >= 1.0  # after waiting for a merge that never ends
+    writer = PartTable(tmp_path / "t.parquet", SCHEMA, fanout=2)
+    writer.remove_covered()
+    assert writer.read_merges() % 2 == 0
+    started = time.monotonic()
+    assert len(writer.read()) == 12 and time.monotonic() - started < 1.0
 
 
 # -- the writer thread -----------------------------------------------------------------------------------------
