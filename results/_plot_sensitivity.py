@@ -2,8 +2,10 @@
 
 What a reader of a paper needs from it: trials at equal budget are compared (on a trials table with statuses the
 curve is drawn through the trials that ran every epoch, when there are enough of them; trials stopped early are
-points of their own, marked apart); a mean over fewer than `MIN_PER_BIN` trials is not drawn as part of a curve
-(its bin shows a hollow marker, and a panel without two such bins says so); a categorical hyperparameter's
+points of their own, marked apart); a mean over fewer than `MIN_PER_BIN` trials in a bin of randomly sampled
+values is not drawn as part of a curve (its bin shows a hollow marker, and a panel without two such bins says so),
+while the designed values of a grid (a sensitivity sweep, each value run with `MIN_PER_GRID_VALUE` seeds or
+more) are joined by the mean curve, its legend giving the runs per value; a categorical hyperparameter's
 categories are points with their spread, never joined by a line; and a log axis that spans less than a decade
 still labels its ticks.
 """
@@ -25,13 +27,16 @@ from results._schema import hyperparameter_columns, require_loss, study_metric
 from results.study_dir import Status
 from results._sensitivity import sensitivity, sensitivity_points
 
-__all__ = ["MIN_PER_BIN", "plot_sensitivity", "sensitivity_figure", "varying_hyperparameters"]
+__all__ = ["MIN_PER_BIN", "MIN_PER_GRID_VALUE", "plot_sensitivity", "sensitivity_figure", "varying_hyperparameters"]
 
 # Above this many points a panel shows an evenly spaced subset: the band still uses every trial.
 _MAX_POINTS = 4000
 # Trials a bin (or a category) needs before its mean is drawn as part of the curve: the mean of two trials with
 # a std of one pair says little, and a line through such points reads as a trend.
 MIN_PER_BIN = 3
+# Runs a designed grid value needs: a sweep with two seeds per value is the usual design (the survey's tables), and
+# its values are chosen, not a bin that happened to catch two random trials.
+MIN_PER_GRID_VALUE = 2
 
 
 def varying_hyperparameters(table: pd.DataFrame, loss: str) -> list[str]:
@@ -104,8 +109,12 @@ def _panel(ax: Axes, curve: pd.DataFrame, points: pd.DataFrame, stopped: pd.Data
     x, y = points.iloc[::step, 0], points.iloc[::step, 1].astype("float64")
     mean = curve["mean"].to_numpy(dtype=float)
     spread = np.nan_to_num(curve["std"].to_numpy(dtype=float))  # one trial in a bin: no spread to draw
-    enough = curve["count"].to_numpy() >= MIN_PER_BIN
     numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
+    designed = numeric and not curve.attrs.get("binned", True)  # a numeric grid: a sweep's chosen values
+    needed = MIN_PER_GRID_VALUE if designed else MIN_PER_BIN
+    counts = curve["count"].to_numpy()
+    enough = counts >= needed
+    runs = f", n = {_span(counts[enough])} per value" if designed and enough.any() else ""
     trials_label = "trials (all epochs)" if full_budget else "trials"
     if numeric:
         centre = curve["value"].to_numpy(dtype=float)
@@ -128,17 +137,18 @@ def _panel(ax: Axes, curve: pd.DataFrame, points: pd.DataFrame, stopped: pd.Data
     suffix = " (all trials, mixed budgets)" if mixed else ""
     if numeric and enough.sum() >= 2:
         ax.fill_between(centre[enough], (mean - spread)[enough], (mean + spread)[enough], color="C1", alpha=0.25,
-                        label="mean ± std" + suffix)
+                        label="mean ± std" + runs + suffix)
         ax.plot(centre[enough], mean[enough], color="C1", marker="o", markersize=4, label="mean" + suffix)
     elif not numeric and enough.any():
         # Categories are not a curve: each one's mean with its spread, no line between them.
         ax.errorbar(centre[enough], mean[enough], yerr=spread[enough], fmt="o", color="C1", capsize=4,
-                    label="mean ± std" + suffix)
+                    label="mean ± std" + runs + suffix)
     if (~enough).any():
         ax.scatter(centre[~enough], mean[~enough], s=28, facecolors="none", edgecolors="C1",
-                   label=f"mean of < {MIN_PER_BIN} trials")
+                   label=f"mean of < {needed} trials")
     if (numeric and enough.sum() < 2) or (not numeric and not enough.any()):
-        ax.text(0.5, 0.02, f"too few trials for a curve (needs {MIN_PER_BIN} per bin)", transform=ax.transAxes,
+        where = "per grid value" if designed else "per bin"
+        ax.text(0.5, 0.02, f"too few trials for a curve (needs {needed} {where})", transform=ax.transAxes,
                 ha="center", va="bottom", fontsize="small", color="0.35")
     if curve.attrs.get("log"):
         every = pd.concat([points.iloc[:, 0], *([] if stopped is None else [stopped.iloc[:, 0]])]).to_numpy(dtype=float)
@@ -146,6 +156,12 @@ def _panel(ax: Axes, curve: pd.DataFrame, points: pd.DataFrame, stopped: pd.Data
     ax.set_xlabel(str(curve.attrs.get("param", "")))
     ax.set_ylabel(str(curve.attrs.get("metric", "")))
     ax.legend(fontsize="small")
+
+
+def _span(counts: np.ndarray) -> str:
+    """'2' when every value has 2 runs, '2-4' when they differ."""
+    low, high = int(counts.min()), int(counts.max())
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def _log_axis(ax: Axes, low: float, high: float) -> None:

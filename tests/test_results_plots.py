@@ -53,6 +53,16 @@ def test_sensitivity_panels_do_not_mislead(tmp_path: Path) -> None:
     assert not [line for line in ax.get_lines() if line.get_label() == "mean"]
     assert any("too few trials" in text.get_text() for text in ax.texts)
 
+    # A designed sweep (the sensitivity preset): each grid value run with two seeds is a curve of means.
+    sweep = temperature_trials(np.random.default_rng(5), 14, grid=(0.005, 0.01, 0.03, 0.05, 0.1, 0.5, 1.0))
+    sweep = sweep.assign(status="completed")
+    sweep[param] = np.repeat([0.005, 0.01, 0.03, 0.05, 0.1, 0.5, 1.0], 2)
+    (ax,) = sensitivity_figure(sweep, loss="normalized_softmax", params=[param]).axes
+    (mean_line,) = [line for line in ax.get_lines() if line.get_label() == "mean"]
+    assert len(mean_line.get_xdata()) == 7
+    assert any(c.get_label() == "mean ± std, n = 2 per value" for c in ax.collections)
+    assert not any("too few trials" in text.get_text() for text in ax.texts)
+
     narrow = temperature_trials(np.random.default_rng(3), 60).assign(status="completed")
     narrow[param] = np.random.default_rng(3).uniform(0.02, 0.08, len(narrow))
     narrow.attrs["log_scale"] = {"normalized_softmax": [param]}
@@ -122,6 +132,22 @@ def test_learning_curves_draw_stopped_trials_dashed_with_end_markers(tmp_path: P
     assert_valid_png(plot_learning_curves(epochs, tmp_path / "plain.png"))
     with pytest.raises(ValueError, match=r"loss\(es\) 'arcface'; available: normalized_softmax, triplet"):
         plot_learning_curves(epochs, tmp_path / "x.png", losses=["arcface"])
+
+
+def test_learning_curves_of_a_sweep_are_coloured_by_the_swept_value() -> None:
+    """One hyperparameter over a few values (a sensitivity sweep): a colour per value, named in the legend."""
+    grid = [0.01, 0.1, 1.0]
+    rows = [{"study": "s", "trial_id": f"t{i}", "loss": "normalized_softmax", "epoch": epoch,
+             "normalized_softmax.temperature": grid[i % 3], "recall@1": 0.1 * epoch + 0.01 * i}
+            for i in range(6) for epoch in (1, 2, 3)]
+    epochs = pd.DataFrame(rows)
+    trials = pd.DataFrame({"study": "s", "trial_id": [f"t{i}" for i in range(6)], "status": "completed"})
+    (ax,) = learning_curves_figure(epochs, trials=trials, metric="recall@1").axes
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    colours = [tuple(c) for c in lines.get_colors()]
+    assert len(set(colours)) == 3 and colours[0] == colours[3] and colours[0] != colours[1]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["completed (6)", "temperature = 0.01", "temperature = 0.1", "temperature = 1"]
 
 
 def test_plots_default_to_the_studys_metric(frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
