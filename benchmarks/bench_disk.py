@@ -123,16 +123,18 @@ def run_memory(args: argparse.Namespace) -> None:
         process.kill()
     gib = 2**30
     print(f"\ncache file {size / gib:.2f} GiB; {args.trials} processes, each read every image of it\n")
-    print("| process | RSS GiB | of it file-backed (RSS_File) GiB | PSS GiB | PSS of file-backed GiB | anonymous GiB |")
+    print("| process | RSS GiB | of it file-backed GiB | PSS GiB | PSS of file-backed GiB | anonymous GiB |")
     print("|---|---|---|---|---|---|")
+    for r in rollups:
+        r["File"] = r["Rss"] - r.get("Anonymous", 0)  # smaps_rollup has no file-backed RSS line of its own
     for i, r in enumerate(rollups):
-        print(f"| {i + 1} | {r['Rss'] / gib:.2f} | {r.get('Rss_File', 0) / gib:.2f} | {r['Pss'] / gib:.2f} | "
+        print(f"| {i + 1} | {r['Rss'] / gib:.2f} | {r['File'] / gib:.2f} | {r['Pss'] / gib:.2f} | "
               f"{r.get('Pss_File', 0) / gib:.2f} | {r.get('Anonymous', 0) / gib:.2f} |")
-    total = {k: sum(r.get(k, 0) for r in rollups) for k in ("Rss", "Rss_File", "Pss", "Pss_File", "Anonymous")}
-    print(f"| sum | {total['Rss'] / gib:.2f} | {total['Rss_File'] / gib:.2f} | {total['Pss'] / gib:.2f} | "
+    total = {k: sum(r.get(k, 0) for r in rollups) for k in ("Rss", "File", "Pss", "Pss_File", "Anonymous")}
+    print(f"| sum | {total['Rss'] / gib:.2f} | {total['File'] / gib:.2f} | {total['Pss'] / gib:.2f} | "
           f"{total['Pss_File'] / gib:.2f} | {total['Anonymous'] / gib:.2f} |")
     print(f"\nfile-backed PSS summed over the processes: {total['Pss_File'] / size:.2f} x the cache file "
-          f"(1.00 = counted once; RSS would count it {total['Rss_File'] / size:.2f} x)")
+          f"(1.00 = counted once; RSS counts it {total['File'] / size:.2f} x)")
 
 
 def main() -> None:

@@ -228,7 +228,9 @@ def epochs_schema(param_columns: Mapping[str, str], metrics: Sequence[str]) -> p
     tail = [pa.field("epoch", pa.int64())]
     tail += [pa.field(m, pa.float64()) for m in metrics]
     tail += [pa.field(n, pa.float64()) for n in (*EPOCH_TIMING, "time_total_s", "timestamp")]
-    tail += [pa.field("node_id", pa.string())]
+    # Where the trial ran: its Ray node, and the GPUs Ray gave it ("0" for each trial packed on GPU 0 with
+    # fractional gpus_per_trial; null on CPUs).
+    tail += [pa.field("node_id", pa.string()), pa.field("gpu_ids", pa.string())]
     return pa.schema(_head(param_columns) + tail)
 
 

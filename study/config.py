@@ -122,6 +122,7 @@ class TrackingSection:
 class RaySection:
     address: str | None = None  # None: a local cluster; "auto" or "ray://host:10001" joins one
     num_cpus: int | None = None  # local cluster only; None: all cores
+    num_gpus: int | None = None  # local cluster only; None: the GPUs Ray detects (CUDA_VISIBLE_DEVICES)
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ def _ray(raw: Any) -> RaySection:
     return _section(RaySection, _mapping(raw, "ray"), "ray", {  # type: ignore[no-any-return]
         "address": lambda v, p: _str(v, p, optional=True),
         "num_cpus": lambda v, p: _int(v, p, minimum=1, optional=True),
+        "num_gpus": lambda v, p: _int(v, p, minimum=0, optional=True),
     })
 
 

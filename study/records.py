@@ -72,6 +72,8 @@ def epoch_row(head: Mapping[str, Any], result: Mapping[str, Any], metrics: Seque
         row[name] = _finite(result.get(name))
     node = result.get("node_id")
     row["node_id"] = None if node is None else str(node)
+    gpus = result.get("gpu_ids")
+    row["gpu_ids"] = str(gpus) if gpus else None
     return row
 
 

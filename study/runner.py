@@ -203,7 +203,7 @@ def _init_ray(plan: StudyPlan) -> None:
     if section.address is not None:
         ray.init(address=section.address, **quiet)
     else:
-        ray.init(num_cpus=section.num_cpus, include_dashboard=False, **quiet)
+        ray.init(num_cpus=section.num_cpus, num_gpus=section.num_gpus, include_dashboard=False, **quiet)
 
 
 def _parallel_slots(plan: StudyPlan) -> int:

@@ -60,8 +60,10 @@ def dml_trainable(config: dict[str, Any], base: TrainConfig, cross_validate: boo
     torch.set_num_threads(_threads())
     train_config = to_train_config(base, sampled_values(config))
     resume = _resume()
-    # Which Ray node ran the trial: on a cluster, the first thing to look at when some trials are slow or fail.
-    node = {"node_id": ray.get_runtime_context().get_node_id()}
+    # Which Ray node and GPUs ran the trial: on a cluster, the first thing to look at when some trials are slow or
+    # fail (trials packed on one GPU by a fractional gpus_per_trial share its id).
+    context = ray.get_runtime_context()
+    node = {"node_id": context.get_node_id(), "gpu_ids": ",".join(context.get_accelerator_ids().get("GPU", []))}
 
     if not cross_validate:
         def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> bool:

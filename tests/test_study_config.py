@@ -101,6 +101,7 @@ def test_command_line_overrides():
     ({"resources": {"max_concurrent_trials": 0}}, "resources.max_concurrent_trials"),
     ({"tracking": {"url": "http://x"}}, "tracking.url"),
     ({"ray": {"num_cpus": 0}}, "ray.num_cpus"),
+    ({"ray": {"num_gpus": -1}}, "ray.num_gpus"),
     ({"failure": {"max_failures": "two"}}, "failure.max_failures"),
     ({"name": "bad/name"}, "name"),
     ({"protocol": {"kind": "bake_off"}}, "protocol.kind"),

@@ -73,7 +73,7 @@ def test_schemas_put_the_trial_its_configuration_and_repeat_keys_first() -> None
     assert epochs.names == ["study", "trial_id", "phase", "config_id", "loss", "miner", "triplet.margin",
                             "miner.triplet_margin.type_of_triplets", "model.embedding_dim", "train.seed",
                             "train.fold", "epoch", *METRICS, "train_loss", "train_time_s", "eval_time_s",
-                            "epoch_time_s", "time_total_s", "timestamp", "node_id"]
+                            "epoch_time_s", "time_total_s", "timestamp", "node_id", "gpu_ids"]
     assert REPEAT_COLUMNS == ("train.seed", "train.fold")
     assert epochs.field("model.embedding_dim").type == pa.int64()
     assert epochs.field("train.fold").type == pa.int64() and epochs.field("triplet.margin").type == pa.float64()
