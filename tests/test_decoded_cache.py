@@ -156,13 +156,19 @@ def test_batch_augmentation_equals_the_per_image_transform(tree: Path, tmp_path:
     boxes = random_resized_boxes(host.images.shapes, draws, scale=(0.05, 1.0), ratio=CROP_RATIO)
     flips = torch.rand(len(indices), generator=draws, dtype=torch.float64) < 0.5
     assert 0 < int(flips.sum()) < len(indices)
+    images = [host.images.image(b) for b in range(len(indices))]
+    in_float = crop_resize(images, boxes, SIZE, in_uint8=False)  # the GPU's way
     one_level = 1.0 / 255.0 / min(IMAGENET_STD) + 1e-5
     for b in range(len(indices)):
-        image = host.images.image(b)
-        exact = _per_image_reference(image, boxes[b].tolist(), bool(flips[b]), SIZE, as_uint8=False)
-        torch.testing.assert_close(batch[b], exact, atol=1e-5, rtol=1e-5)
-        rounded = _per_image_reference(image, boxes[b].tolist(), bool(flips[b]), SIZE, as_uint8=True)
-        assert float((batch[b] - rounded).abs().max()) <= one_level
+        # On the CPU: torchvision's uint8 resize, exactly (up to the normalisation's rounding).
+        rounded = _per_image_reference(images[b], boxes[b].tolist(), bool(flips[b]), SIZE, as_uint8=True)
+        torch.testing.assert_close(batch[b], rounded, atol=2e-6, rtol=0)
+        # In float: torchvision's float resize, and within one grey level of the uint8 one.
+        exact = _per_image_reference(images[b], boxes[b].tolist(), False, SIZE, as_uint8=False)
+        torch.testing.assert_close(TF.normalize(in_float[b] / 255.0, list(IMAGENET_MEAN), list(IMAGENET_STD)),
+                                   exact, atol=1e-5, rtol=1e-5)
+        unflipped = _per_image_reference(images[b], boxes[b].tolist(), False, SIZE, as_uint8=True)
+        assert float((exact - unflipped).abs().max()) <= one_level
     assert torch.equal(labels, train.labels)
 
 

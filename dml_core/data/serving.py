@@ -33,20 +33,29 @@ def serve_batches(source: BatchSource, index_batches: Iterable[torch.Tensor | li
                   generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The batches of `index_batches` in order, each host half prepared one batch ahead in a worker thread.
 
-    The index batches are drawn here, in the caller's thread and order, and the device halves run here too (so
-    every random draw and every CUDA launch keeps one order): a seeded run serves the same batches with or without
-    the look-ahead.
+    The index batches are drawn here, in the caller's thread and order; on an accelerator the device halves run
+    here too (so every CUDA launch keeps one order). Random draws come from `generator` alone, in batch order: a
+    seeded run serves the same batches with or without the look-ahead.
     """
     pin = device.type == "cuda"
+    # On the CPU the "device" half is CPU work too: the worker does it as well, so the augmentation of the next
+    # batch overlaps the model's step on this one. It draws from `generator` alone, one batch after another in
+    # submission order (one worker), so the draws are those of the serial order.
+    whole = device.type == "cpu"
     indices = iter(index_batches)
+
+    def prepare(batch: torch.Tensor) -> Any:
+        host = source.host_batch(batch, pin=pin)
+        return source.device_batch(host, device, generator) if whole else host
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-batch") as pool:
 
         def submit() -> Future[Any] | None:
             batch = next(indices, None)
-            return None if batch is None else pool.submit(source.host_batch, torch.as_tensor(batch), pin=pin)
+            return None if batch is None else pool.submit(prepare, torch.as_tensor(batch))
 
         pending = submit()
         while pending is not None:
-            host = pending.result()
+            prepared = pending.result()
             pending = submit()
-            yield source.device_batch(host, device, generator)
+            yield prepared if whole else source.device_batch(prepared, device, generator)
