@@ -537,9 +537,14 @@ def test_a_tracking_server_that_goes_away_costs_the_study_nothing(ray_cluster, t
     assert run.complete and len(trials) == 4 and len(epochs) == 12 and (trials["status"] == "completed").all()
     assert not _healthy(url)
     start()
-    assert cli_main(["resume", run.study_dir, "--quiet"]) == 0
-    client, runs = mlflow_runs(url)
-    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    # The study's drain is 3 s: on a loaded machine one resume may not send everything in it, and then says so;
+    # the next resume sends the rest (never a point twice).
+    for _ in range(3):
+        assert cli_main(["resume", run.study_dir, "--quiet"]) == 0
+        client, runs = mlflow_runs(url)
+        children = runs[runs["tags.mlflow.parentRunId"].notna()]
+        if len(children) == 4 and (runs["status"] == "FINISHED").all() and metric_points(client, runs) == len(epochs):
+            break
     assert len(children) == 4 and (runs["status"] == "FINISHED").all()
     assert metric_points(client, runs) == len(epochs)
 
