@@ -4,7 +4,7 @@ Tuner run of many trials with a trainable that only reports.
     python benchmarks/bench_scale.py searcher [--points 1000 10000 50000]   suggest ms vs finished trials
     python benchmarks/bench_scale.py quality [--trials 200 --seeds 5]       best after N trials, bounded vs full
     python benchmarks/bench_scale.py reads [--trials 10000]                 load_epochs/load_trials/show/report s
-    python benchmarks/bench_scale.py tuner [--trials 1000]                  trials/s, driver CPU per 1,000 trials
+    python benchmarks/bench_scale.py tuner [--trials 1000]                  trials/s, driver CPU per block, per thread
 
 Each prints a markdown table (docs/benchmarks.md holds the figures measured). `tuner` runs the real Tuner,
 searcher (TPE, per-loss studies, bounded history), PerLossASHA and recorder (Parquet writer thread, compaction,
@@ -289,6 +289,30 @@ def reporting_trainable(config: dict[str, Any], base: Any = None, cross_validate
                      "r_precision": value / 2, "map@r": value / 3, "train_loss": 1.0 / epoch})
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each thread of this process by name, Ray's native threads included (Linux /proc; empty
+    elsewhere): Tune's loop is the main thread, the MLflow mirror and the Parquet writer have threads of their own."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu: dict[str, float] = {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return cpu
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ... utime is field 14
+        name = names.get(int(tid), "other")
+        cpu[name] = cpu.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return cpu
+
+
 class _SlowSteps(logging.Handler):
     """Counts Tune's warnings of a loop operation slower than TUNE_WARN_THRESHOLD_S."""
 
@@ -309,7 +333,7 @@ def bench_tuner(trials: int, block: int, cpus_per_trial: float, algorithm: str, 
     from study.config import parse_config, read_yaml
     from study.runner import run_study
 
-    marks: list[tuple[int, float, float]] = []  # (trials done, wall, driver CPU)
+    marks: list[tuple[int, float, float, dict[str, float]]] = []  # (trials done, wall, driver CPU, per thread)
 
     class Marks(Callback):  # type: ignore[misc]
         done = 0
@@ -317,7 +341,7 @@ def bench_tuner(trials: int, block: int, cpus_per_trial: float, algorithm: str, 
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             Marks.done += 1
             if Marks.done % block == 0:
-                marks.append((Marks.done, time.perf_counter(), time.process_time()))
+                marks.append((Marks.done, time.perf_counter(), time.process_time(), thread_cpu()))
 
     slow = _SlowSteps()
     logging.getLogger("ray.tune.utils.util").addHandler(slow)
@@ -329,7 +353,7 @@ def bench_tuner(trials: int, block: int, cpus_per_trial: float, algorithm: str, 
     raw["tracking"] = {"enabled": tracking}
     with tempfile.TemporaryDirectory() as scratch:
         config = parse_config(raw, storage=scratch, name="tuner-scale", num_samples=trials)
-        marks.append((0, time.perf_counter(), time.process_time()))
+        marks.append((0, time.perf_counter(), time.process_time(), thread_cpu()))
         run = run_study(config, callbacks=[Marks()], progress=False, trainable=reporting_trainable)
         parts = {t: len(list(Path(run.study_dir, "results", f"{t}.parquet").glob("part-*")))
                  for t in ("epochs", "trials")}
@@ -338,10 +362,14 @@ def bench_tuner(trials: int, block: int, cpus_per_trial: float, algorithm: str, 
           f"Tune loop operations over 100 ms: {len(slow.messages)}")
     for message in slow.messages[:10]:
         print(f"  {message}")
-    print("\n| trials | trials/s | driver CPU s | driver CPU ms per trial |")
-    print("|---|---|---|---|")
-    for (n0, w0, c0), (n1, w1, c1) in zip(marks, marks[1:]):
-        print(f"| {n0 + 1:,}-{n1:,} | {(n1 - n0) / (w1 - w0):.1f} | {c1 - c0:.1f} | {1e3 * (c1 - c0) / (n1 - n0):.1f} |")
+    print("\n| trials | trials/s | driver CPU s | driver CPU ms per trial | of it: Tune's loop (main thread) | "
+          "MLflow mirror thread | other threads |")
+    print("|---|---|---|---|---|---|---|")
+    for (n0, w0, c0, t0), (n1, w1, c1, t1) in zip(marks, marks[1:]):
+        per = {name: 1e3 * (t1.get(name, 0.0) - t0.get(name, 0.0)) / (n1 - n0) for name in t1}
+        loop, mirror = per.pop("MainThread", math.nan), per.pop("mlflow-mirror", 0.0)
+        print(f"| {n0 + 1:,}-{n1:,} | {(n1 - n0) / (w1 - w0):.1f} | {c1 - c0:.1f} | {1e3 * (c1 - c0) / (n1 - n0):.1f} "
+              f"| {loop:.1f} | {mirror:.1f} | {sum(per.values()):.1f} |")
 
 
 def main() -> None:
@@ -354,7 +382,7 @@ def main() -> None:
     q = sub.add_parser("quality")
     q.add_argument("--trials", type=int, default=200)
     q.add_argument("--seeds", type=int, default=5)
-    q.add_argument("--histories", type=int, nargs="+", default=[10**9, 1000, 50])
+    q.add_argument("--histories", type=int, nargs="+", default=[10**9, 1000, 200])
     r = sub.add_parser("reads")
     r.add_argument("--trials", type=int, default=10000)
     t = sub.add_parser("tuner")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from study.scheduler import PerLossASHA
 
@@ -16,6 +17,7 @@ CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 class FakeTrial:
     trial_id: str
     config: dict[str, Any] = field(default_factory=dict)
+    status: str = "PENDING"
 
 
 def scheduler(**changes: Any) -> PerLossASHA:
@@ -70,4 +72,58 @@ def test_completion_and_removal_forget_the_trial():
     report(s, a, 1, 0.5)
     s.on_trial_complete(None, a, {"epoch": 1, "recall@1": 0.5})
     s.on_trial_remove(None, b)
-    assert s._trial_group == {}  # noqa: SLF001 - the per-trial bookkeeping is what must not grow
+    assert s._trial_group == {} and s._unended == {}  # noqa: SLF001 - the per-trial bookkeeping must not grow
+
+
+class FakeController:
+    """What FIFOScheduler.choose_trial_to_run reads of Tune's controller: every trial, in Tune's order."""
+
+    def __init__(self) -> None:
+        self.trials: list[FakeTrial] = []
+
+    def get_trials(self) -> list[FakeTrial]:
+        return self.trials
+
+
+def test_the_trial_chosen_to_run_is_fifos_choice_among_every_trial():
+    """Against FIFOScheduler's scan of every trial, through random adds, starts, pauses, ends, errors and retries
+    (Tune moves a retried trial to the end of its list and adds it again)."""
+    rng = random.Random(0)
+    s, reference, controller = scheduler(), FIFOScheduler(), FakeController()
+    for step in range(3000):
+        action = rng.random()
+        alive = [t for t in controller.trials if t.status not in ("TERMINATED", "ERROR")]
+        if action < 0.25 or not alive:
+            trial = FakeTrial(f"t{step}", {"loss": rng.choice(["triplet", "contrastive"])})
+            controller.trials.append(trial)
+            s.on_trial_add(None, trial)
+        elif action < 0.5:
+            rng.choice(alive).status = rng.choice(["RUNNING", "PAUSED", "PENDING"])
+        elif action < 0.7:
+            trial = rng.choice(alive)
+            trial.status = "TERMINATED"
+            s.on_trial_complete(None, trial, {})
+        elif action < 0.8:
+            trial = rng.choice(alive)  # an error Tune retries: back to PENDING at the end of its list
+            s.on_trial_error(None, trial)
+            trial.status = "PENDING"
+            controller.trials.remove(trial)
+            controller.trials.append(trial)
+            s.on_trial_add(None, trial)
+        elif action < 0.9:
+            trial = rng.choice(alive)
+            trial.status = "ERROR"
+            s.on_trial_error(None, trial)
+        else:
+            rng.choice(alive).status = "TERMINATED"  # ended with no scheduler callback
+        assert s.choose_trial_to_run(None) is reference.choose_trial_to_run(controller), step
+    assert len(s._unended) < len(controller.trials) / 4  # it holds the trials not ended only
+
+
+def test_a_restore_adds_finished_trials_that_are_never_chosen():
+    s = scheduler()
+    done, waiting = FakeTrial("a", {"loss": "triplet"}, "TERMINATED"), FakeTrial("b", {"loss": "triplet"})
+    for trial in (done, waiting):
+        s.on_trial_add(None, trial)
+    assert s.choose_trial_to_run(None) is waiting
+    assert list(s._unended) == ["b"]

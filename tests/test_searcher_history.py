@@ -124,3 +124,22 @@ def test_a_trial_open_across_a_replacement_is_learned_by_the_new_study():
     assert best.user_attrs["trial_id"] == "open" and best.value == 99.0
     chooser_best = max(searcher.chooser.trials, key=lambda t: t.value if t.value is not None else -1)
     assert chooser_best.user_attrs["trial_id"] == "open"
+
+
+def test_the_config_default_is_the_searchers():
+    """study.config cannot import the searcher (it loads Ray and Optuna), so the default is written twice."""
+    from study.config import SearchSection
+    from study.searcher import HISTORY
+
+    assert SearchSection().history == HISTORY
+
+
+def test_a_restored_searcher_keeps_the_history_it_was_saved_with(tmp_path):
+    """A study started with another history (an older default, 1,000) goes on with it after a resume."""
+    old = OptunaSearcher(_space(), metric="recall@1", mode=Mode.MAX, max_epochs=2, seed=2, history=1000)
+    _run(old, 0, 5)
+    old.save(str(tmp_path / "s.pkl"))
+    restored = OptunaSearcher(_space(), metric="recall@1", mode=Mode.MAX, max_epochs=2, seed=2)
+    restored.restore(str(tmp_path / "s.pkl"))
+    assert restored._history == 1000
+    assert _run(restored, 5, 10) == _run(old, 5, 10)

@@ -68,7 +68,7 @@ def test_command_line_overrides():
     config = parse_config({"name": "a", "search": {"num_samples": 3}}, storage="/tmp/s", name="b",
                           address="auto", num_samples=7)
     assert (config.name, config.storage, config.ray.address, config.search.num_samples) == ("b", "/tmp/s", "auto", 7)
-    assert config.search.history == 1000 and parse_config({"search": {"history": 50}}).search.history == 50
+    assert config.search.history == 200 and parse_config({"search": {"history": 50}}).search.history == 50
     assert config.study_dir == "/tmp/s/b"
 
 
