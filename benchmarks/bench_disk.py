@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _jpeg_tree import make_tree, tree_stats
 
 
-def _config(root: Path, trunk: str, decoded: bool, cache: Path, workers: int) -> Any:
+def _config(root: Path, trunk: str, decoded: bool, cache: Path, workers: int, size: int) -> Any:
     from dml_core.config import DatasetConfig, ModelConfig, TrainConfig
 
-    options = {"image_size": 224, "decoded_cache": decoded, "cache_dir": str(cache)}
+    options = {"image_size": size, "decoded_cache": decoded, "cache_dir": str(cache)}
     return TrainConfig(dataset=DatasetConfig("imagefolder", str(root), options),
                        model=ModelConfig(trunk, embedding_dim=128), loss="contrastive", miner="none", batch_size=32,
                        m_per_class=4, epochs=1, eval_batch_size=128, num_workers=workers, device="cpu",
@@ -48,6 +48,26 @@ def _epoch(config: Any) -> dict[str, float]:
     return {"train_s": metrics["train_time_s"], "eval_s": metrics["eval_time_s"]}
 
 
+def _data_only(root: Path, cache: Path, decoded: bool, workers: int, size: int) -> float:
+    """Seconds to serve one epoch of training batches, without a model: the data path alone."""
+    import torch
+
+    from dml_core.data import load_dataset, serve_batches
+    from dml_core.samplers import MPerClassSampler
+
+    train = load_dataset("imagefolder", root=root, image_size=size, decoded_cache=decoded,
+                         cache_dir=str(cache)).train
+    sampler = MPerClassSampler(train.labels, 4, 32, torch.Generator().manual_seed(0))
+    started = time.perf_counter()
+    if decoded:
+        for _ in serve_batches(train, sampler, torch.device("cpu"), torch.Generator().manual_seed(1)):
+            pass
+    else:
+        for _ in torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=workers):
+            pass
+    return time.perf_counter() - started
+
+
 def run_epoch(args: argparse.Namespace) -> None:
     import torch
 
@@ -57,22 +77,29 @@ def run_epoch(args: argparse.Namespace) -> None:
     root = make_tree(args.root / f"cub-like-{args.images}", images=args.images, classes=args.classes)
     cache = args.root / "cache"
     started = time.perf_counter()
-    split = load_dataset("imagefolder", root=root, image_size=224, cache_dir=str(cache))
+    split = load_dataset("imagefolder", root=root, image_size=args.image_size, cache_dir=str(cache))
     build = time.perf_counter() - started
     stats = tree_stats(root)
     print(f"{stats.images} JPEGs, mean {stats.mean_width:.0f} x {stats.mean_height:.0f} px, {stats.mean_kib:.0f} KiB")
     print(f"{len(split.train)} training images, {len(split.test)} test images; decoded cache: "
           f"{build:.1f} s to build or open, {sum(p.stat().st_size for p in cache.rglob('*.bin')) / 2**30:.2f} GiB")
-    rows = [("decoded cache", _epoch(_config(root, args.trunk, True, cache, 0)))]
+    size = args.image_size
+    rows = [("decoded cache", _epoch(_config(root, args.trunk, True, cache, 0, size)),
+             _data_only(root, cache, True, 0, size))]
     for workers in args.jpeg_workers:
-        rows.append((f"JPEG path, {workers} loader workers", _epoch(_config(root, args.trunk, False, cache, workers))))
+        rows.append((f"JPEG path, {workers} loader workers",
+                     _epoch(_config(root, args.trunk, False, cache, workers, size)),
+                     _data_only(root, cache, False, workers, size)))
     batches = len(split.train) // 32
-    print(f"\n{args.trunk}, {args.threads} threads, {batches} batches of 32 (one epoch), 224 px\n")
-    print("| pipeline | train epoch s | images/s | eval s | decoded cache speed-up (train) |")
-    print("|---|---|---|---|---|")
-    for name, result in rows:
+    print(f"\n{args.trunk}, {args.threads} threads, {batches} batches of 32 (one epoch), {size} px crops\n")
+    print("| pipeline | train epoch s | images/s | eval s | data path alone: epoch s | images/s | "
+          "decoded cache faster (train / data alone) |")
+    print("|---|---|---|---|---|---|---|")
+    base, base_data = rows[0][1]["train_s"], rows[0][2]
+    for name, result, data in rows:
         print(f"| {name} | {result['train_s']:.1f} | {batches * 32 / result['train_s']:.0f} | "
-              f"{result['eval_s']:.1f} | {result['train_s'] / rows[0][1]['train_s']:.2f}x |")
+              f"{result['eval_s']:.1f} | {data:.1f} | {batches * 32 / data:.0f} | "
+              f"{result['train_s'] / base:.2f}x / {data / base_data:.2f}x |")
 
 
 def _read_all(root: str, cache: str, ready: Any, go: Any, done: Any) -> None:
@@ -104,8 +131,8 @@ def run_memory(args: argparse.Namespace) -> None:
 
     root = make_tree(args.root / f"cub-like-{args.images}", images=args.images, classes=args.classes)
     cache = args.root / "cache"
-    load_dataset("imagefolder", root=root, image_size=224, cache_dir=str(cache))  # built before the trials start
-    size = sum(p.stat().st_size for p in cache.rglob("*.bin"))
+    split = load_dataset("imagefolder", root=root, image_size=224, cache_dir=str(cache))  # built before the trials
+    size = split.train.images.path.stat().st_size
     context = multiprocessing.get_context("spawn")
     ready, done = context.Semaphore(0), context.Semaphore(0)
     go = context.Event()
@@ -134,7 +161,8 @@ def run_memory(args: argparse.Namespace) -> None:
     print(f"| sum | {total['Rss'] / gib:.2f} | {total['File'] / gib:.2f} | {total['Pss'] / gib:.2f} | "
           f"{total['Pss_File'] / gib:.2f} | {total['Anonymous'] / gib:.2f} |")
     print(f"\nfile-backed PSS summed over the processes: {total['Pss_File'] / size:.2f} x the cache file "
-          f"(1.00 = counted once; RSS counts it {total['File'] / size:.2f} x)")
+          f"(1.00 = counted once; the libraries' mapped files add a little; RSS counts it "
+          f"{total['File'] / size:.2f} x)")
 
 
 def main() -> None:
@@ -144,6 +172,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=11_788)  # CUB-200-2011
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--trunk", default="small_cnn")
+    parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jpeg-workers", type=int, nargs="+", default=[2])
     parser.add_argument("--trials", type=int, default=4)
