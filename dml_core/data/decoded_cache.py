@@ -214,7 +214,12 @@ def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock beside the cache file: one process of a node builds, the others wait and then map."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks (some NFS mounts): builds may overlap, each atomic
+            logger.warning("decoded cache %s: no lock on this file system (%s); building without one", path, exc)
+            yield
+            return
         try:
             yield
         finally:
