@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import enum
 import threading
-from types import ModuleType
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -182,15 +182,16 @@ def _cluster_order(x: torch.Tensor, block: int) -> np.ndarray:
     if n <= block:
         return np.arange(n)
     data = x.numpy()
-    kmeans = _faiss().Kmeans(data.shape[1], -(-n // _SEED_TILE), niter=8, seed=1234, max_points_per_centroid=32,
+    faiss = _faiss()
+    kmeans = faiss.Kmeans(data.shape[1], -(-n // _SEED_TILE), niter=8, seed=1234, max_points_per_centroid=32,
                           min_points_per_centroid=1)
-    threads = _faiss().omp_get_max_threads()
-    _faiss().omp_set_num_threads(1)  # tiny work: OpenMP start-up would cost more than it saves
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # tiny work: OpenMP start-up would cost more than it saves
     try:
         kmeans.train(data)
         _, assigned = kmeans.index.search(data, 1)  # (N, 1)
     finally:
-        _faiss().omp_set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
     return np.argsort(assigned[:, 0], kind="stable")
 
 
@@ -213,15 +214,16 @@ def _run_blocks(process: Callable[[int, int], None], n_blocks: int, done: Callab
     workers = min(torch.get_num_threads(), n_blocks)
     queue = _PairQueue(pairs, n_blocks)
     if workers <= 1:
-        faiss_threads = _faiss().omp_get_max_threads()
-        _faiss().omp_set_num_threads(1)  # add_sparse needs one-threaded faiss; this thread's setting only
+        faiss = _faiss()
+        faiss_threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # add_sparse needs one-threaded faiss; this thread's setting only
         try:
             for pair in pairs:
                 process(*pair)
                 for b in queue.finish(pair):
                     done(b)
         finally:
-            _faiss().omp_set_num_threads(faiss_threads)
+            faiss.omp_set_num_threads(faiss_threads)
         return
 
     def work() -> None:
@@ -526,19 +528,20 @@ class _TopKHeaps:
         self.keys = keys  # (n, k) contiguous; keys[:, 0] is each heap's largest
         self.k = keys.shape[1]
         self.ids = ids  # (n, k) contiguous
+        self._ptr = _faiss().swig_ptr
         self.heaps = _faiss().float_maxheap_array_t()
         self.heaps.nh, self.heaps.k = keys.shape
-        self.heaps.val = _faiss().swig_ptr(keys)
-        self.heaps.ids = _faiss().swig_ptr(ids)
+        self.heaps.val = self._ptr(keys)
+        self.heaps.ids = self._ptr(ids)
 
     def add_dense(self, keys: np.ndarray, ids: np.ndarray, *, row0: int) -> None:
         """Offer a contiguous (rows, cols) block of keys to rows row0..; `ids` (cols,) the same for every row."""
-        self.heaps.addn_with_ids(keys.shape[1], _faiss().swig_ptr(keys), _faiss().swig_ptr(ids), 0, row0, keys.shape[0])
+        self.heaps.addn_with_ids(keys.shape[1], self._ptr(keys), self._ptr(ids), 0, row0, keys.shape[0])
 
     def add_rows(self, keys: np.ndarray, ids: np.ndarray, *, row0: int) -> None:
         """Offer (rows, m) keys with their own (rows, m) ids to rows row0.."""
         keys, ids = np.ascontiguousarray(keys), np.ascontiguousarray(ids)
-        self.heaps.addn_with_ids(keys.shape[1], _faiss().swig_ptr(keys), _faiss().swig_ptr(ids), keys.shape[1], row0,
+        self.heaps.addn_with_ids(keys.shape[1], self._ptr(keys), self._ptr(ids), keys.shape[1], row0,
                                  keys.shape[0])
 
     def add_sparse(self, rows: np.ndarray, keys: np.ndarray, ids: np.ndarray) -> None:
@@ -547,8 +550,7 @@ class _TopKHeaps:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         keys = np.ascontiguousarray(keys, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        self.heaps.addn_query_subset_with_ids(len(rows), _faiss().swig_ptr(rows), 1, _faiss().swig_ptr(keys),
-                                              _faiss().swig_ptr(ids), 1)
+        self.heaps.addn_query_subset_with_ids(len(rows), self._ptr(rows), 1, self._ptr(keys), self._ptr(ids), 1)
 
     def sorted(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, ids), each row by increasing (key, id)."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,7 +112,7 @@ def _panel(ax: Axes, rows: pd.DataFrame, column: str, swept: str | None = None) 
     alpha = float(np.clip(20.0 / max(trial_count, 1), 0.08, 0.8))
     values = sorted(rows[swept].dropna().unique().tolist()) if swept else []
     # Evenly spread along the colour map by rank: a log-spaced sweep gets as distinct colours as a linear one.
-    colours = dict(zip(values, plt_colours(len(values))))
+    colours = dict(zip(values, _colours(len(values))))
     handles = []
     for status, style in _STYLES.items():
         group = rows[rows["status"] == status]
@@ -135,8 +135,9 @@ def _panel(ax: Axes, rows: pd.DataFrame, column: str, swept: str | None = None) 
         handles.append(Line2D([], [], color=style.color if not swept else "0.2", linestyle=style.linestyle,
                               marker=style.end_marker, label=f"{status} ({len(lines)})"))
     if swept:
-        handles += [Line2D([], [], color=colours[v], linewidth=2, label=f"{swept.rsplit('.', 1)[-1]} = {v:g}"
-                           if isinstance(v, (int, float)) else f"{swept.rsplit('.', 1)[-1]} = {v}")
+        name = swept.rsplit(".", 1)[-1]
+        handles += [Line2D([], [], color=colours[v], linewidth=2,
+                           label=f"{name} = {v:g}" if isinstance(v, (int, float)) else f"{name} = {v}")
                     for v in values]
     ax.autoscale_view()
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -146,7 +147,7 @@ def _panel(ax: Axes, rows: pd.DataFrame, column: str, swept: str | None = None) 
     ax.legend(handles=handles, fontsize="x-small" if swept else "small", loc="lower right" if swept else "best")
 
 
-def plt_colours(n: int) -> list[Any]:
+def _colours(n: int) -> list[Any]:
     """n colours from dark to light along viridis (the light end stops short of yellow, which vanishes on white)."""
     from matplotlib import colormaps
 

@@ -21,8 +21,9 @@ replaced atomically) odd before a merge writes and even after it deleted the inp
 lists the parts and reads the counter again: the same even value twice means no merge ran under the listing, so
 it was of one moment (an append is one new file past the end: a listing that misses it is the table before it,
 consistent too). Part files never change, so reading them needs no lock: one that a later merge deleted before
-it was read makes the reader start again (a merge is milliseconds; it never waits long). So a reader sees the table exactly as it was at one
-moment: no row twice, none missing, never older than what a read that finished before it began saw. A writer
+it was read makes the reader start again (a merge is milliseconds; it never waits long). So a reader sees the
+table exactly as it was at one moment: no row twice, none missing, never older than what a read that finished
+before it began saw. A writer
 killed inside a merge leaves the counter odd: a reader that finds it odd for `_ODD_PATIENCE_S` falls back to the
 listing checks alone (no merge runs then: a gapless listing, then a second listing in which no file straddles the
 end of what was read), and the next writer sets it even when it starts.
@@ -44,14 +45,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from dml_core.files import (
-    Location,
-    join,
-    read_text,
-    resolve_filesystem,
-    write_atomic,
-    write_text,
-)
+from dml_core.files import Location, join, read_text, resolve_filesystem, write_atomic, write_text
 
 __all__ = ["COMPACT_FANOUT", "Part", "PartTable", "live_parts", "parse_part"]
 

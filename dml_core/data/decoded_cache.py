@@ -78,7 +78,7 @@ class DecodedImages:
         self.path = path
         self.paths = paths  # the image file of each cached image
         self.shapes = shapes  # (N, 2) int64
-        self.offsets = np.concatenate([[0], np.cumsum(3 * shapes[:, 0] * shapes[:, 1])]).astype(np.int64)  # (N+1,)
+        self.offsets = np.concatenate([[0], np.cumsum(_image_bytes(shapes))]).astype(np.int64)  # (N+1,)
         self.pixels = pixels  # (P,) uint8, read-only, shared with every process that maps the file
 
     def __len__(self) -> int:
@@ -140,6 +140,11 @@ def open_decoded(path: Path) -> DecodedImages:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _image_bytes(shapes: np.ndarray) -> np.ndarray:
+    """(N, 2) (H, W) -> (N,) bytes of each stored image (3 x H x W uint8)."""
+    return 3 * shapes[:, 0] * shapes[:, 1]
+
+
 def _default_workers() -> int:
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, available))
@@ -194,7 +199,7 @@ def _read_header(path: Path) -> dict[str, Any]:
         except ValueError as exc:
             raise CacheDamaged(f"its header is unreadable ({exc})") from None
     shapes = np.asarray(header.get("shapes", []), dtype=np.int64).reshape(-1, 2)
-    expected = int((3 * shapes[:, 0] * shapes[:, 1]).sum()) + length + _FOOTER.size
+    expected = int(_image_bytes(shapes).sum()) + length + _FOOTER.size
     if expected != size or len(header.get("files", [])) != shapes.shape[0]:
         raise CacheDamaged(f"the file holds {size} bytes where its header needs {expected}")
     header["shapes"] = shapes
@@ -203,8 +208,7 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 def _map(path: Path, header: dict[str, Any]) -> DecodedImages:
     shapes: np.ndarray = header["shapes"]
-    total = int((3 * shapes[:, 0] * shapes[:, 1]).sum())
-    pixels = np.memmap(path, dtype=np.uint8, mode="r", shape=(total,))
+    pixels = np.memmap(path, dtype=np.uint8, mode="r", shape=(int(_image_bytes(shapes).sum()),))
     root = Path(header["root"])
     return DecodedImages(path, tuple(str(root / name) for name, _, _ in header["files"]), shapes, pixels)
 

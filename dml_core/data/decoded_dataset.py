@@ -14,13 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from dml_core.data.base import DMLDataset, relabel
-from dml_core.data.batch_augment import (
-    centre_boxes,
-    crop_resize,
-    flip_draws,
-    normaliser,
-    random_resized_boxes,
-)
+from dml_core.data.batch_augment import centre_boxes, crop_resize, flip_draws, normaliser, random_resized_boxes
 from dml_core.data.decoded_cache import DecodedImages, HostImages
 from dml_core.data.transforms import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD
 
@@ -53,6 +47,8 @@ class DecodedImageDataset(DMLDataset):
         self.train = train
         self.image_size = image_size
         self.min_crop_scale = min_crop_scale
+        # (scale, shift) per device, made once: building them is a copy to the device, which waits for it.
+        self._normalisers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -83,7 +79,9 @@ class DecodedImageDataset(DMLDataset):
         if bool(flips.any()):
             flip = flips.to(device)
             batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-        scale, shift = normaliser(IMAGENET_MEAN, IMAGENET_STD, device)
+        if device not in self._normalisers:
+            self._normalisers[device] = normaliser(IMAGENET_MEAN, IMAGENET_STD, device)
+        scale, shift = self._normalisers[device]
         return torch.addcmul(shift, batch, scale), host.labels.to(device, non_blocking=True)
 
     def get_batch(self, indices: torch.Tensor, *, device: torch.device | str = "cpu",

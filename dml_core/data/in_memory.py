@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from dml_core.data.base import DMLDataset, relabel
+from dml_core.data.batch_augment import normaliser
 
 __all__ = ["InMemoryDataset"]
 
@@ -39,9 +40,7 @@ class InMemoryDataset(DMLDataset):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         # Folded into one multiply-add per pixel: x * scale + shift.
-        self._scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], device=images.device).view(1, -1, 1, 1)
-        self._shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)],
-                                   device=images.device).view(1, -1, 1, 1)
+        self._scale, self._shift = normaliser(self.mean, self.std, images.device)
 
     def host_batch(self, indices: torch.Tensor, *, pin: bool = False) -> torch.Tensor:
         """Nothing to do on the host: the images are already one tensor, so the batch is its indices."""
