@@ -55,7 +55,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,12 +71,12 @@ for _path in (str(ROOT), str(Path(__file__).resolve().parent)):  # the repositor
 # Imported after the paths above are set: a plain checkout run as a script has neither on its path.
 from _jpeg_tree import make_tree, tree_stats
 
-from dml_core.config import DatasetConfig, ModelConfig, TrainConfig
+from dml_core.config import DatasetConfig, ModelConfig, Precision, TrainConfig
 from dml_core.data import load_dataset
 from dml_core.files import write_text
 from dml_core.metrics import retrieval_metrics
 from dml_core.models import make_model
-from dml_core.train import TrainingRun, embed, train
+from dml_core.train import TrainingRun, _autocast, _autocast_dtype, embed, train
 
 GOAL_TRAIN_FRACTION = 0.8  # (2): train() through the decoded cache vs the trunk bound, at batch 32
 GOAL_EVAL_S = 2.0  # (3): retrieval_metrics of SOP's 60k test embeddings
@@ -231,13 +231,13 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 # Device, precision and timing helpers.
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The trainer's own choice for `precision`, so the trunk bound runs what train() runs."""
+    return _autocast_dtype(Precision(precision), device)
 
 
 def autocast(device: torch.device, precision: str) -> Any:
-    dtype = autocast_dtype(precision)
-    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+    return _autocast(device, autocast_dtype(precision, device))
 
 
 def synchronize(device: torch.device) -> None:
@@ -447,7 +447,7 @@ def embed_images_per_s(plan: Plan, device: torch.device) -> tuple[float, int]:
     model = make_model(plan.trunk, embedding_dim=plan.embedding_dim).to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    dtype = autocast_dtype(plan.precision)
+    dtype = autocast_dtype(plan.precision, device)
     warm = test.select(torch.arange(min(len(test), 2 * plan.eval_batch_size)), train=False)
     embed(model, warm, batch_size=plan.eval_batch_size, device=device, autocast_dtype=dtype)
     synchronize(device)
